@@ -1,0 +1,141 @@
+// buildApp: the key store, the key manager, and the two Fastify instances (public JWKS, internal signing API).
+import { randomUUID } from 'node:crypto';
+import rateLimit from '@fastify/rate-limit';
+import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import { pino, type DestinationStream, type Logger } from 'pino';
+import type { Config } from './config.js';
+import { Errors } from './errors.js';
+import { createKeyEncryption } from './keys/key-encryption.js';
+import { type Clock, createKeyManager, type KeyManager, systemClock } from './keys/key-manager.js';
+import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
+import { connectRedis, createRedisKeyStore } from './keys/redis-key-store.js';
+import { loggerOptions } from './logger.js';
+import { registerProblemHandlers } from './plugins/problem-errors.js';
+import { healthRoutes } from './routes/health.js';
+import { authenticate } from './routes/internal/auth.js';
+import { keyRoutes } from './routes/internal/keys.js';
+import { signingRoutes } from './routes/internal/signing.js';
+import { jwksRoutes } from './routes/public/jwks.js';
+import { createTokenService, type TokenService } from './signing/token-service.js';
+
+export interface AppDeps {
+  logger?: Logger;
+  /** Where logs go when no logger is given (tests capture them to scan for secrets). */
+  logStream?: DestinationStream;
+  clock?: Clock;
+  store?: KeyStore;
+  onFatal?: (err: Error) => void;
+}
+
+export interface App {
+  config: Config;
+  public: FastifyInstance;
+  internal: FastifyInstance;
+  keys: KeyManager;
+  store: KeyStore;
+  tokens: TokenService;
+  logger: Logger;
+  listen(): Promise<{ publicUrl: string; internalUrl: string }>;
+  close(): Promise<void>;
+}
+
+function createStore(config: Config, logger: Logger): KeyStore {
+  if (!config.redisUrl) return createMemoryKeyStore();
+  const { client, subscriber } = connectRedis(config.redisUrl);
+  let lastError: string | undefined;
+  client.on('error', (err: Error) => {
+    if (err.message !== lastError) logger.warn({ err: err.message }, 'redis connection error');
+    lastError = err.message;
+  });
+  client.on('ready', () => {
+    if (lastError !== undefined) logger.info('redis connection ready');
+    lastError = undefined;
+  });
+  subscriber.on('error', () => undefined);
+  return createRedisKeyStore({ client, subscriber, prefix: config.redisKeyPrefix, logger });
+}
+
+function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyServerOptions {
+  return {
+    loggerInstance: logger.child({ port }),
+    // Fastify accepts a hop count at run time although its type omits it.
+    trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // The public port answers Acumatica on every token request: per-request logs there would dominate.
+    logController: new LogController({ disableRequestLogging: port === 'public' }),
+    bodyLimit: port === 'public' ? 1024 : config.internalBodyLimit,
+    // Longer than the idle timeouts of common load balancers (60 s), so the balancer closes first.
+    keepAliveTimeout: 72_000,
+    requestTimeout: 10_000,
+    connectionTimeout: 15_000,
+    return503OnClosing: true,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  };
+}
+
+export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App> {
+  const logger = deps.logger ?? pino(loggerOptions(config.logLevel), deps.logStream);
+  const clock = deps.clock ?? systemClock;
+  const store = deps.store ?? createStore(config, logger);
+  const encryption = createKeyEncryption(config.encryptionKeys);
+  const keys = createKeyManager({ config, store, encryption, logger, clock, ...(deps.onFatal ? { onFatal: deps.onFatal } : {}) });
+  try {
+    await keys.start();
+  } catch (err) {
+    await keys.close();
+    await store.close();
+    throw err;
+  }
+  const tokens = createTokenService({ config, keys, logger, clock });
+
+  const publicApp = Fastify(serverOptions(config, logger, 'public'));
+  registerProblemHandlers(publicApp);
+  if (config.rateLimit.max > 0) {
+    await publicApp.register(rateLimit, {
+      global: true,
+      max: config.rateLimit.max,
+      timeWindow: config.rateLimit.windowMs,
+      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+      errorResponseBuilder: (_request, context) =>
+        Errors.rateLimited(`limit of ${context.max} requests per ${context.after} reached; retry after the Retry-After delay`),
+    });
+  }
+  await publicApp.register(healthRoutes(keys, store));
+  await publicApp.register(jwksRoutes(config, keys));
+
+  const internalApp = Fastify(serverOptions(config, logger, 'internal'));
+  registerProblemHandlers(internalApp);
+  await internalApp.register(healthRoutes(keys, store));
+  await internalApp.register(async function protectedRoutes(api) {
+    api.addHook('onRequest', authenticate(config.clients));
+    await api.register(signingRoutes(tokens));
+    await api.register(keyRoutes(config, keys));
+  });
+
+  await Promise.all([publicApp.ready(), internalApp.ready()]);
+
+  let closing: Promise<void> | undefined;
+  return {
+    config,
+    public: publicApp,
+    internal: internalApp,
+    keys,
+    store,
+    tokens,
+    logger,
+    async listen() {
+      const publicUrl = await publicApp.listen({ port: config.port, host: config.host });
+      const internalUrl = await internalApp.listen({ port: config.internalPort, host: config.internalHost });
+      return { publicUrl, internalUrl };
+    },
+    close() {
+      closing ??= (async () => {
+        await Promise.allSettled([publicApp.close(), internalApp.close()]);
+        await keys.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,433 @@
+// One validated configuration, read from the environment (and the files it names) once at start-up.
+import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { parse as parseYaml } from 'yaml';
+import { ConfigError } from './errors.js';
+import { formatDuration, parseDuration } from './lib/duration.js';
+
+export const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
+export type Algorithm = (typeof ALGORITHMS)[number];
+export const RSA_SIZES = [2048, 3072, 4096] as const;
+export const SCOPES = ['sign', 'admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+/** Clock skew that consumers such as IdentityServer allow: retired keys must outlive tokens by this much. */
+export const CONSUMER_CLOCK_SKEW_MS = 5 * 60_000;
+/** The longest JWKS cache among known consumers (Keycloak, step-ca, Microsoft): CONSUMERS.md rules 7 and 8. */
+export const CONSUMER_CACHE_MS = 24 * 3_600_000;
+const HARD_MAX_TTL_MS = 24 * 3_600_000;
+const NAME = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+const Duration = Type.Union([Type.String({ minLength: 1 }), Type.Number({ minimum: 0 })]);
+const NameList = Type.Array(Type.String({ minLength: 1 }));
+
+export const KeySetFileEntrySchema = Type.Object(
+  {
+    alg: Type.Optional(Type.Union(ALGORITHMS.map((a) => Type.Literal(a)))),
+    rsaBits: Type.Optional(Type.Union(RSA_SIZES.map((n) => Type.Literal(n)))),
+    rotationPeriod: Type.Optional(Duration),
+    prepublishPeriod: Type.Optional(Duration),
+    retireGrace: Type.Optional(Duration),
+    defaultTtl: Type.Optional(Duration),
+    maxTtl: Type.Optional(Duration),
+  },
+  { additionalProperties: false },
+);
+export const KeySetsFileSchema = Type.Object(
+  { keySets: Type.Record(Type.String(), KeySetFileEntrySchema) },
+  { additionalProperties: false },
+);
+
+export const ClientFileEntrySchema = Type.Object(
+  {
+    name: Type.String({ pattern: NAME.source }),
+    tokenSha256: Type.Optional(Type.String({ pattern: '^[0-9a-fA-F]{64}$' })),
+    scopes: Type.Array(Type.Union(SCOPES.map((s) => Type.Literal(s))), { minItems: 1 }),
+    keySets: Type.Optional(NameList),
+    clientIds: Type.Optional(NameList),
+    subjects: Type.Optional(NameList),
+    audiences: Type.Optional(NameList),
+    maxTtl: Type.Optional(Duration),
+    extraClaims: Type.Optional(Type.Union([Type.Boolean(), NameList])),
+  },
+  { additionalProperties: false },
+);
+export const ClientsFileSchema = Type.Object(
+  { clients: Type.Array(ClientFileEntrySchema) },
+  { additionalProperties: false },
+);
+
+export interface KeySetConfig {
+  name: string;
+  alg: Algorithm;
+  rsaBits: number;
+  rotationPeriodMs: number;
+  prepublishPeriodMs: number;
+  retireGraceMs: number;
+  defaultTtlMs: number;
+  maxTtlMs: number;
+}
+
+/** `'*'` allows any value; a set allows only its members. */
+export type Allow = '*' | ReadonlySet<string>;
+
+export interface ClientPolicy {
+  name: string;
+  tokenSha256: Buffer;
+  scopes: ReadonlySet<Scope>;
+  keySets: Allow;
+  clientIds: Allow;
+  subjects: Allow;
+  audiences: Allow;
+  maxTtlMs: number;
+  extraClaims: boolean | ReadonlySet<string>;
+}
+
+export interface EncryptionKey {
+  id: string;
+  key: Buffer;
+}
+
+export interface Config {
+  port: number;
+  internalPort: number;
+  host: string;
+  internalHost: string;
+  logLevel: string;
+  trustProxy: boolean | number | string[];
+  redisUrl?: string;
+  redisKeyPrefix: string;
+  encryptionKeys: EncryptionKey[];
+  keySets: Map<string, KeySetConfig>;
+  defaultKeySet: string;
+  clients: ClientPolicy[];
+  /** Set when no client is configured: a generated token, printed once at start-up. */
+  devApiToken?: string;
+  rateLimit: { max: number; windowMs: number };
+  jwks: { maxAgeMs: number; staleWhileRevalidateMs: number; staleIfErrorMs: number; contentType: string };
+  storePollIntervalMs: number;
+  shutdownTimeoutMs: number;
+  internalBodyLimit: number;
+  /** Settings that are legal but weaker than CONSUMERS.md advises; logged at start-up. */
+  warnings: string[];
+}
+
+type Env = Record<string, string | undefined>;
+
+function str(env: Env, name: string, fallback: string): string {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? fallback : value.trim();
+}
+
+function optional(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value.trim() === '' ? undefined : value.trim();
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `must be a whole number, got "${raw}"`);
+  const value = Number(raw);
+  if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
+  return value;
+}
+
+function duration(variable: string, raw: string | number | undefined, fallbackMs: number, minMs = 0): number {
+  if (raw === undefined) return fallbackMs;
+  const ms = parseDuration(raw);
+  if (ms === undefined) throw new ConfigError(variable, `is not a duration (use e.g. 90s, 15m, 24h, 30d), got "${raw}"`);
+  if (ms < minMs) throw new ConfigError(variable, `must be at least ${formatDuration(minMs)}, got ${formatDuration(ms)}`);
+  return ms;
+}
+
+function envDuration(env: Env, name: string, fallbackMs: number, minMs = 0): number {
+  return duration(name, optional(env, name), fallbackMs, minMs);
+}
+
+function readStructuredFile<T extends TSchema>(variable: string, path: string, schema: T): Static<T> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new ConfigError(variable, `cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+  return parseStructured(variable, text, schema, path);
+}
+
+function parseStructured<T extends TSchema>(variable: string, text: string, schema: T, where: string): Static<T> {
+  let data: unknown;
+  try {
+    data = parseYaml(text);
+  } catch (err) {
+    throw new ConfigError(variable, `${where} is not valid YAML/JSON: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!Value.Check(schema, data)) {
+    const first = [...Value.Errors(schema, data)][0];
+    throw new ConfigError(variable, `${where}: ${first?.path || '/'} ${first?.message ?? 'is invalid'}`);
+  }
+  return data;
+}
+
+function parseTrustProxy(raw: string | undefined): boolean | number | string[] {
+  if (raw === undefined || raw === 'false') return false;
+  if (raw === 'true') return true;
+  if (/^\d+$/.test(raw)) return Number(raw);
+  const list = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  const address = /^[0-9a-fA-F:.]+(?:\/\d{1,3})?$/;
+  const bad = list.find((entry) => !address.test(entry) && !['loopback', 'linklocal', 'uniquelocal'].includes(entry));
+  if (bad !== undefined || list.length === 0) {
+    throw new ConfigError('TRUST_PROXY', `must be true, false, a hop count or a comma list of addresses/CIDRs, got "${raw}"`);
+  }
+  return list;
+}
+
+function parseEncryptionKeys(raw: string): EncryptionKey[] {
+  const keys: EncryptionKey[] = [];
+  for (const entry of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const colon = entry.indexOf(':');
+    const id = colon > 0 ? entry.slice(0, colon) : '';
+    if (!/^[A-Za-z0-9._-]{1,32}$/.test(id)) {
+      throw new ConfigError('KEY_ENCRYPTION_KEYS', 'each entry must be "id:base64key" with an id of letters, digits, ".", "_" or "-"');
+    }
+    const material = entry.slice(colon + 1);
+    const key = /^[A-Za-z0-9+/=_-]+$/.test(material) ? Buffer.from(material, 'base64') : Buffer.alloc(0);
+    if (key.length !== 32) {
+      throw new ConfigError('KEY_ENCRYPTION_KEYS', `key "${id}" must decode from base64 to exactly 32 bytes (openssl rand -base64 32)`);
+    }
+    if (keys.some((k) => k.id === id)) throw new ConfigError('KEY_ENCRYPTION_KEYS', `key id "${id}" appears twice`);
+    keys.push({ id, key });
+  }
+  if (keys.length === 0) throw new ConfigError('KEY_ENCRYPTION_KEYS', 'names no key');
+  return keys;
+}
+
+function buildKeySet(
+  variable: string,
+  name: string,
+  entry: Static<typeof KeySetFileEntrySchema>,
+  defaults: Omit<KeySetConfig, 'name'>,
+  where: (field: string) => string,
+  warnings: string[],
+): KeySetConfig {
+  if (!NAME.test(name)) {
+    throw new ConfigError(variable, `key set name "${name}" must match ${NAME.source}`);
+  }
+  const set: KeySetConfig = {
+    name,
+    alg: entry.alg ?? defaults.alg,
+    rsaBits: entry.rsaBits ?? defaults.rsaBits,
+    rotationPeriodMs: duration(where('rotationPeriod'), entry.rotationPeriod, defaults.rotationPeriodMs, 1000),
+    prepublishPeriodMs: duration(where('prepublishPeriod'), entry.prepublishPeriod, defaults.prepublishPeriodMs, 0),
+    retireGraceMs: duration(where('retireGrace'), entry.retireGrace, defaults.retireGraceMs, 0),
+    defaultTtlMs: duration(where('defaultTtl'), entry.defaultTtl, defaults.defaultTtlMs, 1000),
+    maxTtlMs: duration(where('maxTtl'), entry.maxTtl, defaults.maxTtlMs, 1000),
+  };
+  if (set.maxTtlMs > HARD_MAX_TTL_MS) {
+    throw new ConfigError(where('maxTtl'), `must be at most ${formatDuration(HARD_MAX_TTL_MS)}`);
+  }
+  if (set.defaultTtlMs > set.maxTtlMs) {
+    throw new ConfigError(where('defaultTtl'), `(${formatDuration(set.defaultTtlMs)}) exceeds maxTtl (${formatDuration(set.maxTtlMs)})`);
+  }
+  if (set.retireGraceMs < set.maxTtlMs) {
+    throw new ConfigError(
+      where('retireGrace'),
+      `(${formatDuration(set.retireGraceMs)}) must be at least the longest token lifetime (${formatDuration(set.maxTtlMs)}), or tokens outlive their key`,
+    );
+  }
+  const advisedGrace = set.maxTtlMs + CONSUMER_CLOCK_SKEW_MS + CONSUMER_CACHE_MS;
+  if (set.retireGraceMs < advisedGrace) {
+    warnings.push(
+      `key set "${name}": retire grace ${formatDuration(set.retireGraceMs)} is below the advised ${formatDuration(advisedGrace)} (max token lifetime + 5m skew + 24h consumer cache)`,
+    );
+  }
+  if (set.prepublishPeriodMs < CONSUMER_CACHE_MS) {
+    warnings.push(
+      `key set "${name}": pre-publish period ${formatDuration(set.prepublishPeriodMs)} is below the advised 24h; consumers that cache the JWKS (Keycloak, step-ca) may not know a new key when it starts signing`,
+    );
+  }
+  return set;
+}
+
+function allow(list: string[] | undefined, fallback: Allow): Allow {
+  if (list === undefined) return fallback;
+  return list.includes('*') ? '*' : new Set(list);
+}
+
+function tokenEnvName(clientName: string): string {
+  return `API_CLIENT_TOKEN_SHA256_${clientName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
+}
+
+function buildClients(env: Env, keySets: Map<string, KeySetConfig>): { clients: ClientPolicy[]; devApiToken?: string } {
+  const clients: ClientPolicy[] = [];
+  const longestTtl = Math.max(...[...keySets.values()].map((s) => s.maxTtlMs));
+  const file = optional(env, 'API_CLIENTS_FILE');
+  if (file !== undefined) {
+    const parsed = readStructuredFile('API_CLIENTS_FILE', file, ClientsFileSchema);
+    for (const [index, entry] of parsed.clients.entries()) {
+      const where = `API_CLIENTS_FILE (clients[${index}] "${entry.name}")`;
+      const envName = tokenEnvName(entry.name);
+      const hash = entry.tokenSha256 ?? optional(env, envName);
+      if (hash === undefined) throw new ConfigError(envName, `${where} has no tokenSha256 and ${envName} is not set`);
+      if (!/^[0-9a-fA-F]{64}$/.test(hash)) throw new ConfigError(envName, 'must be the hex SHA-256 of the client token (64 hex digits)');
+      if (clients.some((c) => c.name === entry.name)) throw new ConfigError('API_CLIENTS_FILE', `client name "${entry.name}" appears twice`);
+      const keySetNames = allow(entry.keySets, '*');
+      if (keySetNames !== '*') {
+        const unknown = [...keySetNames].find((n) => !keySets.has(n));
+        if (unknown) throw new ConfigError('API_CLIENTS_FILE', `${where} names unknown key set "${unknown}"`);
+      }
+      clients.push({
+        name: entry.name,
+        tokenSha256: Buffer.from(hash, 'hex'),
+        scopes: new Set(entry.scopes),
+        keySets: keySetNames,
+        clientIds: allow(entry.clientIds, new Set()),
+        subjects: allow(entry.subjects, new Set()),
+        audiences: allow(entry.audiences, new Set()),
+        maxTtlMs: duration(`${where} maxTtl`, entry.maxTtl, longestTtl, 1000),
+        extraClaims: Array.isArray(entry.extraClaims) ? new Set(entry.extraClaims) : (entry.extraClaims ?? false),
+      });
+    }
+  }
+  const single = optional(env, 'API_TOKEN_SHA256');
+  if (single !== undefined) {
+    if (!/^[0-9a-fA-F]{64}$/.test(single)) throw new ConfigError('API_TOKEN_SHA256', 'must be the hex SHA-256 of the API token (64 hex digits)');
+    clients.push(fullAccessClient('default', Buffer.from(single, 'hex'), longestTtl));
+  }
+  const hashes = new Set(clients.map((c) => c.tokenSha256.toString('hex')));
+  if (hashes.size !== clients.length) throw new ConfigError('API_CLIENTS_FILE', 'two clients share one token');
+  if (clients.length > 0) return { clients };
+  const devApiToken = randomBytes(32).toString('base64url');
+  return {
+    clients: [fullAccessClient('development', createHash('sha256').update(devApiToken).digest(), longestTtl)],
+    devApiToken,
+  };
+}
+
+function fullAccessClient(name: string, tokenSha256: Buffer, maxTtlMs: number): ClientPolicy {
+  return {
+    name,
+    tokenSha256,
+    scopes: new Set(SCOPES),
+    keySets: '*',
+    clientIds: '*',
+    subjects: '*',
+    audiences: '*',
+    maxTtlMs,
+    extraClaims: true,
+  };
+}
+
+/** Reads and validates the whole configuration; throws ConfigError naming the offending variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const warnings: string[] = [];
+  const port = int(env, 'PORT', 8080, 0, 65535);
+  const internalPort = int(env, 'INTERNAL_PORT', 8081, 0, 65535);
+  if (port === internalPort && port !== 0) throw new ConfigError('INTERNAL_PORT', `must differ from PORT (${port})`);
+  const host = str(env, 'HOST', '0.0.0.0');
+  const logLevel = str(env, 'LOG_LEVEL', 'info');
+  if (!['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(logLevel)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
+  }
+
+  const redisUrl = optional(env, 'REDIS_URL');
+  if (redisUrl !== undefined) {
+    let url: URL | undefined;
+    try {
+      url = new URL(redisUrl);
+    } catch {
+      url = undefined;
+    }
+    if (!url || !['redis:', 'rediss:'].includes(url.protocol)) {
+      throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL');
+    }
+  }
+  const rawKeks = optional(env, 'KEY_ENCRYPTION_KEYS');
+  if (redisUrl !== undefined && rawKeks === undefined) {
+    throw new ConfigError('KEY_ENCRYPTION_KEYS', 'is required with REDIS_URL (e.g. "k1:$(openssl rand -base64 32)")');
+  }
+  const encryptionKeys = rawKeks !== undefined ? parseEncryptionKeys(rawKeks) : [{ id: 'ephemeral', key: randomBytes(32) }];
+
+  const defaults: Omit<KeySetConfig, 'name'> = {
+    alg: 'RS256',
+    rsaBits: 2048,
+    rotationPeriodMs: envDuration(env, 'KEY_ROTATION_PERIOD', 30 * 86_400_000, 1000),
+    prepublishPeriodMs: envDuration(env, 'KEY_PREPUBLISH_PERIOD', CONSUMER_CACHE_MS),
+    retireGraceMs: envDuration(env, 'KEY_RETIRE_GRACE', 25 * 3_600_000),
+    defaultTtlMs: envDuration(env, 'TOKEN_DEFAULT_TTL', 60_000, 1000),
+    maxTtlMs: envDuration(env, 'TOKEN_MAX_TTL', 600_000, 1000),
+  };
+  const alg = optional(env, 'KEY_ALG');
+  if (alg !== undefined) {
+    if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new ConfigError('KEY_ALG', `must be one of ${ALGORITHMS.join(', ')}, got "${alg}"`);
+    defaults.alg = alg as Algorithm;
+  }
+  const bits = optional(env, 'KEY_RSA_BITS');
+  if (bits !== undefined) {
+    if (!(RSA_SIZES as readonly number[]).includes(Number(bits))) throw new ConfigError('KEY_RSA_BITS', `must be one of ${RSA_SIZES.join(', ')}, got "${bits}"`);
+    defaults.rsaBits = Number(bits);
+  }
+
+  const keySets = new Map<string, KeySetConfig>();
+  const keySetsFile = optional(env, 'KEY_SETS_FILE');
+  if (keySetsFile !== undefined) {
+    const parsed = readStructuredFile('KEY_SETS_FILE', keySetsFile, KeySetsFileSchema);
+    for (const [name, entry] of Object.entries(parsed.keySets)) {
+      keySets.set(name, buildKeySet('KEY_SETS_FILE', name, entry, defaults, (f) => `KEY_SETS_FILE (keySets.${name}.${f})`, warnings));
+    }
+    if (keySets.size === 0) throw new ConfigError('KEY_SETS_FILE', 'defines no key set');
+  }
+  const defaultKeySet = str(env, 'DEFAULT_KEY_SET', keySetsFile !== undefined ? [...keySets.keys()][0]! : 'default');
+  if (keySetsFile === undefined) {
+    keySets.set(defaultKeySet, buildKeySet('DEFAULT_KEY_SET', defaultKeySet, {}, defaults, envNameForField, warnings));
+  } else if (!keySets.has(defaultKeySet)) {
+    throw new ConfigError('DEFAULT_KEY_SET', `names "${defaultKeySet}", which KEY_SETS_FILE does not define`);
+  }
+
+  const jwks = {
+    maxAgeMs: envDuration(env, 'JWKS_MAX_AGE', 300_000),
+    staleWhileRevalidateMs: envDuration(env, 'JWKS_STALE_WHILE_REVALIDATE', 60_000),
+    staleIfErrorMs: envDuration(env, 'JWKS_STALE_IF_ERROR', 3_600_000),
+    contentType: str(env, 'JWKS_CONTENT_TYPE', 'application/json'),
+  };
+  if (!['application/json', 'application/jwk-set+json'].includes(jwks.contentType)) {
+    throw new ConfigError('JWKS_CONTENT_TYPE', 'must be application/json or application/jwk-set+json');
+  }
+
+  return {
+    port,
+    internalPort,
+    host,
+    internalHost: str(env, 'INTERNAL_HOST', host),
+    logLevel,
+    trustProxy: parseTrustProxy(optional(env, 'TRUST_PROXY')),
+    ...(redisUrl !== undefined ? { redisUrl } : {}),
+    redisKeyPrefix: str(env, 'REDIS_KEY_PREFIX', 'jwks-signer:'),
+    encryptionKeys,
+    keySets,
+    defaultKeySet,
+    ...buildClients(env, keySets),
+    rateLimit: {
+      max: int(env, 'RATE_LIMIT_MAX', 1200, 0, 10_000_000),
+      windowMs: envDuration(env, 'RATE_LIMIT_WINDOW', 60_000, 1000),
+    },
+    jwks,
+    storePollIntervalMs: envDuration(env, 'STORE_POLL_INTERVAL', 5000, 100),
+    shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
+    internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
+    warnings,
+  };
+}
+
+function envNameForField(field: string): string {
+  const names: Record<string, string> = {
+    rotationPeriod: 'KEY_ROTATION_PERIOD',
+    prepublishPeriod: 'KEY_PREPUBLISH_PERIOD',
+    retireGrace: 'KEY_RETIRE_GRACE',
+    defaultTtl: 'TOKEN_DEFAULT_TTL',
+    maxTtl: 'TOKEN_MAX_TTL',
+  };
+  return names[field] ?? field;
+}

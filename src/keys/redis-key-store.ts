@@ -1,0 +1,149 @@
+// The Redis key store: one hash of records and one meta hash per set, under a hash tag so a set lives in one
+// Cluster slot; every change is a compare-and-swap on the set's generation, done in one Lua script.
+import { randomBytes } from 'node:crypto';
+import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import type { Logger } from 'pino';
+import { type KeyStore, type StoreState, StoreUnavailableError, checkInvariants } from './key-store.js';
+import type { KeyRecord, StoredKeySet } from './types.js';
+
+type RedisClient = Redis | Cluster;
+
+// Atomic because Redis runs a script without interleaving: the generation check, the invariant check and
+// the rewrite of the set happen as one step, so two replicas can never both commit from the same generation
+// and a set can never be left with zero or two active keys.
+const COMMIT_SCRIPT = `
+local current = tonumber(redis.call('HGET', KEYS[2], 'generation') or '0')
+if current ~= tonumber(ARGV[1]) then return 0 end
+local count = tonumber(ARGV[4])
+local active = 0
+local seen = {}
+for i = 0, count - 1 do
+  local kid = ARGV[5 + 2 * i]
+  if seen[kid] then return redis.error_reply('ERR duplicate kid ' .. kid) end
+  seen[kid] = true
+  local record = cjson.decode(ARGV[6 + 2 * i])
+  if record.kid ~= kid then return redis.error_reply('ERR kid mismatch') end
+  if record.state == 'active' then active = active + 1 end
+end
+if active ~= 1 then return redis.error_reply('ERR a key set needs exactly one active key') end
+redis.call('DEL', KEYS[1])
+for i = 0, count - 1 do
+  redis.call('HSET', KEYS[1], ARGV[5 + 2 * i], ARGV[6 + 2 * i])
+end
+redis.call('HSET', KEYS[2], 'generation', ARGV[2], 'updatedAt', ARGV[3])
+return 1
+`;
+
+const UNLOCK_SCRIPT = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;
+
+interface ScriptedClient {
+  jwksCommit(keysKey: string, metaKey: string, ...args: string[]): Promise<number>;
+  jwksUnlock(lockKey: string, token: string): Promise<number>;
+}
+
+export interface RedisKeyStoreOptions {
+  client: RedisClient;
+  /** A second connection for pub/sub (a subscribed connection cannot run other commands). */
+  subscriber: RedisClient;
+  prefix: string;
+  logger: Logger;
+}
+
+export function createRedisKeyStore({ client, subscriber, prefix, logger }: RedisKeyStoreOptions): KeyStore {
+  client.defineCommand('jwksCommit', { numberOfKeys: 2, lua: COMMIT_SCRIPT });
+  client.defineCommand('jwksUnlock', { numberOfKeys: 1, lua: UNLOCK_SCRIPT });
+  const scripted = client as unknown as ScriptedClient;
+  const channel = `${prefix}events`;
+  const names = (set: string) => {
+    const tag = `${prefix}{${set}}`;
+    return { keys: `${tag}:keys`, meta: `${tag}:meta`, lock: `${tag}:lock` };
+  };
+  const listeners: Array<(set: string, generation: number) => void> = [];
+
+  async function run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    try {
+      return await op();
+    } catch (err) {
+      if (err instanceof Error && /^ERR (a key set|duplicate kid|kid mismatch)/.test(err.message)) throw err;
+      throw new StoreUnavailableError(`redis ${what} failed: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  subscriber.on('message', (from: string, message: string) => {
+    if (from !== channel) return;
+    const space = message.lastIndexOf(' ');
+    const set = message.slice(0, space);
+    const generation = Number(message.slice(space + 1));
+    if (!set || !Number.isInteger(generation)) return;
+    for (const listener of listeners) listener(set, generation);
+  });
+  subscriber.subscribe(channel).catch((err: Error) => {
+    logger.warn({ err: err.message }, 'redis subscribe failed; changes are picked up by polling');
+  });
+
+  return {
+    kind: 'redis',
+    load(set) {
+      const { keys, meta } = names(set);
+      return run('load', async () => {
+        const results = await client.multi().hgetall(keys).hmget(meta, 'generation', 'updatedAt').exec();
+        if (!results) throw new Error('transaction aborted');
+        const [[keysErr, records], [metaErr, metaValues]] = results as [[Error | null, Record<string, string>], [Error | null, (string | null)[]]];
+        if (keysErr || metaErr) throw keysErr ?? metaErr;
+        return {
+          generation: Number(metaValues[0] ?? 0),
+          updatedAt: Number(metaValues[1] ?? 0),
+          keys: Object.values(records).map((value) => JSON.parse(value) as KeyRecord),
+        };
+      });
+    },
+    generation(set) {
+      return run('generation', async () => Number((await client.hget(names(set).meta, 'generation')) ?? 0));
+    },
+    commit(set, expectedGeneration, next: StoredKeySet) {
+      checkInvariants(next);
+      const { keys, meta } = names(set);
+      const args = [String(expectedGeneration), String(next.generation), String(next.updatedAt), String(next.keys.length)];
+      for (const record of next.keys) args.push(record.kid, JSON.stringify(record));
+      return run('commit', async () => (await scripted.jwksCommit(keys, meta, ...args)) === 1);
+    },
+    lock(set, ttlMs) {
+      const token = randomBytes(16).toString('hex');
+      return run('lock', async () => ((await client.set(names(set).lock, token, 'PX', ttlMs, 'NX')) === 'OK' ? token : null));
+    },
+    async unlock(set, token) {
+      await run('unlock', () => scripted.jwksUnlock(names(set).lock, token));
+    },
+    async publish(set, generation) {
+      await run('publish', () => client.publish(channel, `${set} ${generation}`));
+    },
+    onChange(listener) {
+      listeners.push(listener);
+    },
+    state(): StoreState {
+      return client.status === 'ready' ? 'up' : 'down';
+    },
+    async close() {
+      await Promise.allSettled([subscriber.quit(), client.quit()]);
+    },
+  };
+}
+
+/** Connection settings for a store that must fail fast (never queue commands while Redis is away). */
+export function connectRedis(url: string): { client: Redis; subscriber: Redis } {
+  const options: RedisOptions = {
+    lazyConnect: false,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 2000,
+    connectTimeout: 2000,
+    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000),
+  };
+  const client = new Redis(url, { ...options, connectionName: 'jwks-signer' });
+  // The subscriber needs its queue: its SUBSCRIBE is issued before the connection is ready.
+  const subscriber = new Redis(url, { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined, connectionName: 'jwks-signer-sub' });
+  return { client, subscriber };
+}

@@ -1,0 +1,45 @@
+// Every error leaves as application/problem+json with a stable code; 5xx details go to the log, not the client.
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Errors, ServiceError } from '../errors.js';
+
+const FASTIFY_CODES: Record<string, () => ServiceError> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: () => Errors.unsupportedMediaType(),
+  FST_ERR_CTP_BODY_TOO_LARGE: () => Errors.payloadTooLarge(),
+  FST_ERR_CTP_INVALID_JSON_BODY: () => Errors.invalidJson(),
+  FST_ERR_CTP_EMPTY_JSON_BODY: () => Errors.invalidJson('The request body is empty'),
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: () => Errors.invalidRequest('Content-Length does not match the body'),
+};
+
+export function toServiceError(err: FastifyError | Error): ServiceError {
+  if (err instanceof ServiceError) return err;
+  const fastifyError = err as FastifyError;
+  if (fastifyError.validation) {
+    return Errors.invalidRequest(err.message, {
+      errors: fastifyError.validation.map((v) => ({
+        path: `${fastifyError.validationContext ?? 'body'}${v.instancePath || ''}`,
+        message: v.message ?? 'is invalid',
+      })),
+    });
+  }
+  const mapped = fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined;
+  if (mapped) return mapped();
+  if (err instanceof SyntaxError) return Errors.invalidJson();
+  const status = fastifyError.statusCode ?? 500;
+  if (status >= 400 && status < 500) return new ServiceError('bad_request', status, 'Bad request', err.message);
+  return Errors.internal();
+}
+
+export function sendProblem(reply: FastifyReply, error: ServiceError): FastifyReply {
+  if (error.headers) reply.headers(error.headers);
+  return reply.code(error.statusCode).type('application/problem+json').send(error.toProblem());
+}
+
+export function registerProblemHandlers(app: FastifyInstance): void {
+  app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
+    const error = toServiceError(err);
+    if (error.statusCode >= 500) request.log.error({ err }, 'request failed');
+    else request.log.info({ code: error.code, status: error.statusCode }, 'request refused');
+    return sendProblem(reply, error);
+  });
+  app.setNotFoundHandler((request, reply) => sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]} is not a route of this port`)));
+}

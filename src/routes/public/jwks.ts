@@ -1,0 +1,73 @@
+// The public JWKS: served from memory with strong ETags, 304s and cache headers; no store round trip.
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Config } from '../../config.js';
+import { Errors } from '../../errors.js';
+import type { KeyManager, KeySetView } from '../../keys/key-manager.js';
+import type { JwksContentType } from '../../keys/jwks.js';
+import { sendProblem } from '../../plugins/problem-errors.js';
+
+/** True when an If-None-Match list names this ETag (weak comparison, RFC 9110 section 13.1.2). */
+export function matchesEtag(header: string | undefined, etag: string): boolean {
+  if (!header) return false;
+  if (header.trim() === '*') return true;
+  return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
+}
+
+export function cacheControl(config: Config, view: KeySetView): string {
+  // A consumer that caches the set longer than a new key's pre-publish period could miss that key when it
+  // starts signing, so the advertised lifetimes are capped at a quarter of the period.
+  const cap = view.config.prepublishPeriodMs / 4;
+  const seconds = (ms: number) => Math.floor(Math.min(ms, cap) / 1000);
+  return `public, max-age=${seconds(config.jwks.maxAgeMs)}, stale-while-revalidate=${seconds(config.jwks.staleWhileRevalidateMs)}, stale-if-error=${Math.floor(config.jwks.staleIfErrorMs / 1000)}`;
+}
+
+export function jwksRoutes(config: Config, keys: KeyManager) {
+  const cacheControls = new Map<string, { generation: number; value: string }>();
+
+  function send(request: FastifyRequest, reply: FastifyReply, set: string): FastifyReply {
+    const view = keys.view(set);
+    if (!view) {
+      if (!config.keySets.has(set)) return sendProblem(reply, Errors.unknownKeySet(`key set "${set}" does not exist`));
+      return sendProblem(reply, Errors.noActiveKey(`key set "${set}" is not loaded yet`, { headers: { 'retry-after': '1' } }));
+    }
+    const type: JwksContentType = (request.headers.accept ?? '').includes('application/jwk-set+json')
+      ? 'application/jwk-set+json'
+      : (config.jwks.contentType as JwksContentType);
+    let control = cacheControls.get(set);
+    if (control?.generation !== view.generation) {
+      control = { generation: view.generation, value: cacheControl(config, view) };
+      cacheControls.set(set, control);
+    }
+    const etag = view.jwks.etags[type];
+    reply.headers({
+      'cache-control': control.value,
+      etag,
+      'last-modified': view.jwks.lastModified,
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': 'ETag, Last-Modified',
+      vary: 'Accept',
+    });
+    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
+    return reply.type(type).send(view.jwks.body);
+  }
+
+  return async function register(app: FastifyInstance): Promise<void> {
+    app.get('/.well-known/jwks.json', (request, reply) => send(request, reply, config.defaultKeySet));
+    app.get<{ Params: { file: string } }>('/jwks/:file', (request, reply) => {
+      const { file } = request.params;
+      if (!file.endsWith('.json')) return sendProblem(reply, Errors.notFound('key sets are served at /jwks/{set}.json'));
+      return send(request, reply, file.slice(0, -'.json'.length));
+    });
+    app.options('/*', { config: { rateLimit: false } }, (_request, reply) =>
+      reply
+        .code(204)
+        .headers({
+          'access-control-allow-origin': '*',
+          'access-control-allow-methods': 'GET, HEAD, OPTIONS',
+          'access-control-allow-headers': 'If-None-Match, Accept',
+          'access-control-max-age': '86400',
+        })
+        .send(),
+    );
+  };
+}

@@ -1,0 +1,116 @@
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { loadConfig } from '../src/config.js';
+import { ConfigError } from '../src/errors.js';
+import { parseDuration } from '../src/lib/duration.js';
+
+const kek = (id = 'k1') => `${id}:${randomBytes(32).toString('base64')}`;
+const dir = mkdtempSync(join(tmpdir(), 'jwks-signer-config-'));
+function file(name: string, text: string): string {
+  const path = join(dir, name);
+  writeFileSync(path, text);
+  return path;
+}
+
+function failsOn(env: Record<string, string>, variable: string): void {
+  assert.throws(
+    () => loadConfig(env),
+    (err: unknown) => err instanceof ConfigError && err.variable === variable && err.message.startsWith(variable),
+    `expected a ConfigError naming ${variable}`,
+  );
+}
+
+test('durations accept human units and bare seconds', () => {
+  assert.equal(parseDuration('90s'), 90_000);
+  assert.equal(parseDuration('24h'), 86_400_000);
+  assert.equal(parseDuration('30d'), 2_592_000_000);
+  assert.equal(parseDuration('1h30m'), 5_400_000);
+  assert.equal(parseDuration('500ms'), 500);
+  assert.equal(parseDuration('45'), 45_000);
+  assert.equal(parseDuration('soon'), undefined);
+  assert.equal(parseDuration('-5s'), undefined);
+});
+
+test('defaults: embedded store, one RS256 set that satisfies CONSUMERS.md rules 7 and 8, a dev token', () => {
+  const config = loadConfig({});
+  assert.equal(config.port, 8080);
+  assert.equal(config.internalPort, 8081);
+  assert.equal(config.host, '0.0.0.0');
+  assert.equal(config.redisUrl, undefined);
+  const set = config.keySets.get('default')!;
+  assert.equal(set.alg, 'RS256');
+  assert.equal(set.rsaBits, 2048);
+  assert.ok(set.prepublishPeriodMs >= 24 * 3_600_000);
+  assert.ok(set.retireGraceMs >= set.maxTtlMs + 5 * 60_000 + 24 * 3_600_000);
+  assert.equal(set.defaultTtlMs, 60_000);
+  assert.equal(set.maxTtlMs, 600_000);
+  assert.deepEqual(config.warnings, []);
+  assert.ok(config.devApiToken && config.devApiToken.length >= 40);
+  assert.equal(config.clients.length, 1);
+  assert.ok(config.jwks.maxAgeMs < set.prepublishPeriodMs);
+});
+
+test('bad values stop start-up with an error naming the variable', () => {
+  failsOn({ PORT: 'eighty' }, 'PORT');
+  failsOn({ PORT: '70000' }, 'PORT');
+  failsOn({ PORT: '9000', INTERNAL_PORT: '9000' }, 'INTERNAL_PORT');
+  failsOn({ LOG_LEVEL: 'loud' }, 'LOG_LEVEL');
+  failsOn({ REDIS_URL: 'http://localhost:6379' }, 'REDIS_URL');
+  failsOn({ REDIS_URL: 'redis://localhost:6379' }, 'KEY_ENCRYPTION_KEYS');
+  failsOn({ REDIS_URL: 'redis://localhost:6379', KEY_ENCRYPTION_KEYS: 'k1:c2hvcnQ=' }, 'KEY_ENCRYPTION_KEYS');
+  failsOn({ KEY_ENCRYPTION_KEYS: `${kek('a')},${kek('a')}` }, 'KEY_ENCRYPTION_KEYS');
+  failsOn({ KEY_ALG: 'HS256' }, 'KEY_ALG');
+  failsOn({ KEY_RSA_BITS: '1024' }, 'KEY_RSA_BITS');
+  failsOn({ KEY_ROTATION_PERIOD: 'monthly' }, 'KEY_ROTATION_PERIOD');
+  failsOn({ TOKEN_DEFAULT_TTL: '20m' }, 'TOKEN_DEFAULT_TTL');
+  failsOn({ TOKEN_MAX_TTL: '2h', KEY_RETIRE_GRACE: '1h' }, 'KEY_RETIRE_GRACE');
+  failsOn({ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY');
+  failsOn({ JWKS_CONTENT_TYPE: 'text/plain' }, 'JWKS_CONTENT_TYPE');
+  failsOn({ API_TOKEN_SHA256: 'not-a-hash' }, 'API_TOKEN_SHA256');
+  failsOn({ KEY_SETS_FILE: join(dir, 'missing.yaml') }, 'KEY_SETS_FILE');
+  failsOn({ KEY_SETS_FILE: file('bad.yaml', 'keySets:\n  default: { alg: none }\n') }, 'KEY_SETS_FILE');
+  failsOn({ KEY_SETS_FILE: file('sets.yaml', 'keySets:\n  a: {}\n'), DEFAULT_KEY_SET: 'b' }, 'DEFAULT_KEY_SET');
+  failsOn({ API_CLIENTS_FILE: file('clients-nohash.yaml', 'clients:\n  - name: billing\n    scopes: [sign]\n') }, 'API_CLIENT_TOKEN_SHA256_BILLING');
+  failsOn({ API_CLIENTS_FILE: file('clients-set.yaml', `clients:\n  - name: x\n    tokenSha256: ${'a'.repeat(64)}\n    scopes: [sign]\n    keySets: [nope]\n`) }, 'API_CLIENTS_FILE');
+});
+
+test('short periods are accepted (demos and tests) with warnings about consumer caches', () => {
+  const config = loadConfig({ KEY_ROTATION_PERIOD: '20s', KEY_PREPUBLISH_PERIOD: '10s', KEY_RETIRE_GRACE: '40s', TOKEN_MAX_TTL: '30s', TOKEN_DEFAULT_TTL: '10s' });
+  const set = config.keySets.get('default')!;
+  assert.equal(set.rotationPeriodMs, 20_000);
+  assert.equal(config.warnings.length, 2);
+});
+
+test('key sets and clients from files; client token hashes from the environment', () => {
+  const token = 'secret-token';
+  const hash = createHash('sha256').update(token).digest('hex');
+  const config = loadConfig({
+    REDIS_URL: 'rediss://user:pw@redis.example:6380/2',
+    KEY_ENCRYPTION_KEYS: `${kek('new')},${kek('old')}`,
+    KEY_SETS_FILE: file('sets2.yaml', 'keySets:\n  acumatica: { alg: PS256, rsaBits: 3072 }\n  okta: { alg: ES256, rotationPeriod: 7d }\n'),
+    DEFAULT_KEY_SET: 'okta',
+    API_CLIENTS_FILE: file(
+      'clients.json',
+      JSON.stringify({ clients: [{ name: 'billing-app', scopes: ['sign'], keySets: ['acumatica'], clientIds: ['*'], audiences: ['https://a/identity/connect/token'], maxTtl: '120s' }] }),
+    ),
+    API_CLIENT_TOKEN_SHA256_BILLING_APP: hash,
+    TRUST_PROXY: '10.0.0.0/8,127.0.0.1',
+  });
+  assert.equal(config.encryptionKeys[0]!.id, 'new');
+  assert.equal(config.encryptionKeys.length, 2);
+  assert.deepEqual([...config.keySets.keys()], ['acumatica', 'okta']);
+  assert.equal(config.keySets.get('acumatica')!.alg, 'PS256');
+  assert.equal(config.keySets.get('acumatica')!.rsaBits, 3072);
+  assert.equal(config.keySets.get('okta')!.rotationPeriodMs, 7 * 86_400_000);
+  assert.equal(config.defaultKeySet, 'okta');
+  assert.equal(config.devApiToken, undefined);
+  const client = config.clients[0]!;
+  assert.equal(client.tokenSha256.toString('hex'), hash);
+  assert.equal(client.maxTtlMs, 120_000);
+  assert.equal(client.clientIds, '*');
+  assert.deepEqual(config.trustProxy, ['10.0.0.0/8', '127.0.0.1']);
+});
