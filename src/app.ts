@@ -105,6 +105,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   await publicApp.register(jwksRoutes(config, keys));
 
   const internalApp = Fastify(serverOptions(config, logger, 'internal'));
+  // The API speaks JSON only: without this, Fastify's built-in text parser would turn 415s into 400s.
+  internalApp.removeContentTypeParser('text/plain');
   registerProblemHandlers(internalApp);
   await internalApp.register(healthRoutes(keys, store));
   await internalApp.register(async function protectedRoutes(api) {

@@ -65,6 +65,9 @@ export interface KeyManagerOptions {
 const LOCK_TTL_MS = 30_000;
 const ADMIN_LOCK_WAIT_MS = 10_000;
 const MIN_TIMER_MS = 50;
+const STARTUP_STORE_WAIT_MS = 3000;
+/** How often a replica that has not loaded every key set (store down at start-up) tries again. */
+const NOT_READY_RETRY_MS = 1000;
 
 export function createKeyManager({ config, store, encryption, logger, clock = systemClock, onFatal }: KeyManagerOptions): KeyManager {
   const views = new Map<string, KeySetView>();
@@ -235,7 +238,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
   function schedule(): void {
     if (closed) return;
     const now = clock.now();
-    let wait = config.storePollIntervalMs;
+    let wait = views.size < config.keySets.size ? Math.min(NOT_READY_RETRY_MS, config.storePollIntervalMs) : config.storePollIntervalMs;
     for (const view of views.values()) wait = Math.min(wait, view.dueAt - now);
     timer = setTimeout(() => {
       tick().finally(schedule);
@@ -263,6 +266,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
 
   return {
     async start() {
+      await store.waitUntilAvailable(STARTUP_STORE_WAIT_MS);
       for (const set of config.keySets.keys()) {
         try {
           await serial(set, () => change(set, { type: 'maintain' }, LOCK_TTL_MS));

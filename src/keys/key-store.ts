@@ -20,6 +20,8 @@ export interface KeyStore {
   publish(set: string, generation: number): Promise<void>;
   onChange(listener: (set: string, generation: number) => void): void;
   state(): StoreState;
+  /** Resolves once the store can take commands, or after `timeoutMs` (the caller then sees it as down). */
+  waitUntilAvailable(timeoutMs: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -82,6 +84,7 @@ export function createMemoryKeyStore(): KeyStore {
       events.on('change', listener);
     },
     state: () => 'memory',
+    async waitUntilAvailable() {},
     async close() {
       events.removeAllListeners();
     },

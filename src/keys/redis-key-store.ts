@@ -126,11 +126,40 @@ export function createRedisKeyStore({ client, subscriber, prefix, logger }: Redi
     state(): StoreState {
       return client.status === 'ready' ? 'up' : 'down';
     },
+    async waitUntilAvailable(timeoutMs) {
+      if (client.status === 'ready') return;
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          client.off('ready', done);
+          resolve();
+        };
+        const timer = setTimeout(done, timeoutMs);
+        client.once('ready', done);
+      });
+    },
     async close() {
-      await Promise.allSettled([subscriber.quit(), client.quit()]);
+      await Promise.all([subscriber, client].map(closeConnection));
     },
   };
 }
+
+/** QUIT when Redis answers, but never wait on a server that is gone: shutdown must not hang on it. */
+async function closeConnection(connection: RedisClient): Promise<void> {
+  if (connection.status === 'ready') {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      connection.quit().catch(() => undefined),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, CLOSE_TIMEOUT_MS);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+  connection.disconnect();
+}
+
+const CLOSE_TIMEOUT_MS = 1000;
 
 /** Connection settings for a store that must fail fast (never queue commands while Redis is away). */
 export function connectRedis(url: string): { client: Redis; subscriber: Redis } {
