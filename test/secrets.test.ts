@@ -1,0 +1,88 @@
+// Private key material never reaches a response, a log line, or Redis unencrypted; API tokens never reach logs.
+import assert from 'node:assert/strict';
+import type { KeyObject } from 'node:crypto';
+import type { InjectOptions } from 'fastify';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { createKeyEncryption } from '../src/keys/key-encryption.js';
+import { openPrivateKey } from '../src/keys/key-generation.js';
+import type { KeyRecord } from '../src/keys/types.js';
+import { buildTestApp, TEST_KEK } from './helpers/app.js';
+import { TOKENS, clientsFile } from './helpers/clients.js';
+import { startRedis } from './helpers/redis.js';
+
+function secretsOf(key: KeyObject): string[] {
+  const jwk = key.export({ format: 'jwk' });
+  const der = key.export({ format: 'der', type: 'pkcs8' });
+  const pem = key.export({ format: 'pem', type: 'pkcs8' }).toString();
+  const members = (['d', 'p', 'q', 'dp', 'dq', 'qi'] as const).map((m) => jwk[m]).filter((v): v is string => typeof v === 'string');
+  const std = members.map((v) => Buffer.from(v, 'base64url').toString('base64').replace(/=+$/, ''));
+  const pemBody = pem.split('\n')[1]!;
+  return [...members, ...std, der.toString('base64').slice(24, 88), der.toString('hex').slice(48, 176), pemBody].map((s) => s.slice(0, 40));
+}
+
+test('leak scan: a full lifecycle leaves no private key material in responses, logs or raw Redis', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.close());
+  const sets = join(mkdtempSync(join(tmpdir(), 'sets-')), 'sets.yaml');
+  writeFileSync(sets, 'keySets:\n  default: { rotationPeriod: 20s, prepublishPeriod: 5s, retireGrace: 30s, maxTtl: 30s, defaultTtl: 10s }\n  es: { alg: ES256 }\n  ed: { alg: EdDSA }\n');
+  const ctx = await buildTestApp({ REDIS_URL: redis.url, KEY_SETS_FILE: sets, API_CLIENTS_FILE: clientsFile(), LOG_LEVEL: 'trace' });
+  t.after(() => ctx.app.close());
+  const encryption = createKeyEncryption([{ id: 'test', key: Buffer.from(TEST_KEK.slice('test:'.length), 'base64') }]);
+  const material = new Map<string, string[]>();
+  async function collectKeys(): Promise<void> {
+    for (const name of await redis.client.keys('*:keys')) {
+      for (const value of Object.values(await redis.client.hgetall(name))) {
+        const record = JSON.parse(value) as KeyRecord;
+        if (record.privateKey && !material.has(record.kid)) material.set(record.kid, secretsOf(await openPrivateKey(record, encryption)));
+      }
+    }
+  }
+  const responses: string[] = [];
+  const call = async (server: 'public' | 'internal', opts: InjectOptions) => {
+    const res = await ctx.app[server].inject(opts);
+    responses.push(JSON.stringify(res.headers), res.body);
+    return res;
+  };
+  const admin = { authorization: `Bearer ${TOKENS.admin}`, 'content-type': 'application/json' };
+  const signer = { authorization: `Bearer ${TOKENS.broad}`, 'content-type': 'application/json' };
+
+  await collectKeys();
+  for (let step = 0; step < 4; step++) {
+    for (const set of ['default', 'es', 'ed']) {
+      await call('public', { url: `/jwks/${set}.json` });
+      await call('internal', { method: 'POST', url: '/v1/assertions', headers: signer, payload: { client_id: 'c', audience: 'a', key_set: set } });
+      await call('internal', { method: 'POST', url: '/v1/jwt', headers: signer, payload: { claims: { iss: 'i', aud: 'a', d: 'not-a-key' }, key_set: set } });
+      await call('internal', { method: 'POST', url: '/v1/assertions', headers: signer, payload: { client_id: 'c', audience: 'a', key_set: set, kid: 'x' } });
+    }
+    await call('internal', { url: '/v1/keys', headers: admin });
+    await call('internal', { method: 'POST', url: '/v1/keys/rotate', headers: admin, payload: { key_set: 'es', force: true } });
+    await collectKeys();
+    const active = ctx.app.keys.view('ed')!.active.kid;
+    await call('internal', { method: 'POST', url: `/v1/keys/${active}/revoke`, headers: admin, payload: { key_set: 'ed' } });
+    await collectKeys();
+    ctx.clock.advance(20_000);
+    await ctx.app.keys.tick();
+    await collectKeys();
+  }
+  await call('internal', { method: 'POST', url: '/v1/assertions', headers: { authorization: 'Bearer wrong-token' }, payload: {} });
+  await call('public', { url: '/readyz' });
+
+  const raw: string[] = [];
+  for (const name of await redis.client.keys('*')) {
+    raw.push(name, JSON.stringify((await redis.client.type(name)) === 'hash' ? await redis.client.hgetall(name) : await redis.client.get(name)));
+  }
+  assert.ok(material.size >= 14, `saw ${material.size} keys`);
+  const haystacks = { responses: responses.join('\n'), logs: ctx.logs.join('\n'), redis: raw.join('\n') };
+  assert.ok(ctx.logs.length > 50, 'trace logging produced lines to scan');
+  for (const [where, text] of Object.entries(haystacks)) {
+    assert.doesNotMatch(text, /-----BEGIN|PRIVATE KEY/, `${where}: no PEM`);
+    for (const [kid, secrets] of material) {
+      for (const secret of secrets) assert.equal(text.includes(secret), false, `${where}: material of ${kid} leaked`);
+    }
+    for (const token of Object.values(TOKENS)) assert.equal(text.includes(token), false, `${where}: an API token leaked`);
+  }
+  assert.ok(ctx.logs.some((l) => l.includes('"audit":"sign"')), 'the audit lines are there');
+});
