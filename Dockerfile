@@ -30,4 +30,4 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
 STOPSIGNAL SIGTERM
 # Exec form: node is PID 1 and receives SIGTERM itself; the service handles it (graceful close),
 # and it spawns no children, so no init process is needed to reap zombies.
-CMD node dist/server.js
+CMD ["node", "dist/server.js"]
