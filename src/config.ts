@@ -5,6 +5,7 @@ import { Type, type Static, type TSchema } from '@sinclair/typebox';
 import { Value } from '@sinclair/typebox/value';
 import { parse as parseYaml } from 'yaml';
 import { ConfigError } from './errors.js';
+import { isDistinguishedName } from './keys/certificates.js';
 import { formatDuration, parseDuration } from './lib/duration.js';
 
 export const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
@@ -32,6 +33,9 @@ export const KeySetFileEntrySchema = Type.Object(
     retireGrace: Type.Optional(Duration),
     defaultTtl: Type.Optional(Duration),
     maxTtl: Type.Optional(Duration),
+    publishX5c: Type.Optional(Type.Boolean()),
+    certificateSubject: Type.Optional(Type.String({ minLength: 4, maxLength: 256 })),
+    certificateValidity: Type.Optional(Duration),
   },
   { additionalProperties: false },
 );
@@ -68,6 +72,10 @@ export interface KeySetConfig {
   retireGraceMs: number;
   defaultTtlMs: number;
   maxTtlMs: number;
+  /** Publish x5c and x5t#S256 (from each key's self-signed certificate) in the JWKS. */
+  publishX5c: boolean;
+  certificateSubject: string;
+  certificateValidityMs: number;
 }
 
 /** `'*'` allows any value; a set allows only its members. */
@@ -133,6 +141,14 @@ function int(env: Env, name: string, fallback: number, min: number, max: number)
   const value = Number(raw);
   if (value < min || value > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${value}`);
   return value;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = optional(env, name);
+  if (raw === undefined) return fallback;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  throw new ConfigError(name, `must be true or false, got "${raw}"`);
 }
 
 function duration(variable: string, raw: string | number | undefined, fallbackMs: number, minMs = 0): number {
@@ -208,7 +224,7 @@ function buildKeySet(
   variable: string,
   name: string,
   entry: Static<typeof KeySetFileEntrySchema>,
-  defaults: Omit<KeySetConfig, 'name'>,
+  defaults: Omit<KeySetConfig, 'name' | 'certificateSubject' | 'certificateValidityMs'> & { certificateSubject?: string; certificateValidityMs?: number },
   where: (field: string) => string,
   warnings: string[],
 ): KeySetConfig {
@@ -224,7 +240,20 @@ function buildKeySet(
     retireGraceMs: duration(where('retireGrace'), entry.retireGrace, defaults.retireGraceMs, 0),
     defaultTtlMs: duration(where('defaultTtl'), entry.defaultTtl, defaults.defaultTtlMs, 1000),
     maxTtlMs: duration(where('maxTtl'), entry.maxTtl, defaults.maxTtlMs, 1000),
+    publishX5c: entry.publishX5c ?? defaults.publishX5c,
+    certificateSubject: entry.certificateSubject ?? defaults.certificateSubject ?? `CN=jwks-signer ${name}`,
+    certificateValidityMs: 0,
   };
+  // A key lives at most one period as next, one as active and the grace as retired: its certificate must
+  // stay valid all that time, because consumers that take uploads check the certificate's dates.
+  const keyLifetime = 2 * set.rotationPeriodMs + set.retireGraceMs;
+  set.certificateValidityMs = duration(where('certificateValidity'), entry.certificateValidity, defaults.certificateValidityMs ?? Math.max(365 * 86_400_000, keyLifetime), 60_000);
+  if (set.certificateValidityMs < keyLifetime) {
+    throw new ConfigError(where('certificateValidity'), `(${formatDuration(set.certificateValidityMs)}) is shorter than a key's life (2 x rotation period + retire grace = ${formatDuration(keyLifetime)})`);
+  }
+  if (!isDistinguishedName(set.certificateSubject)) {
+    throw new ConfigError(where('certificateSubject'), `"${set.certificateSubject}" is not a distinguished name (e.g. "CN=jwks-signer, O=Example")`);
+  }
   if (set.maxTtlMs > HARD_MAX_TTL_MS) {
     throw new ConfigError(where('maxTtl'), `must be at most ${formatDuration(HARD_MAX_TTL_MS)}`);
   }
@@ -350,7 +379,7 @@ export function loadConfig(env: Env = process.env): Config {
   }
   const encryptionKeys = rawKeks !== undefined ? parseEncryptionKeys(rawKeks) : [{ id: 'ephemeral', key: randomBytes(32) }];
 
-  const defaults: Omit<KeySetConfig, 'name'> = {
+  const defaults: Parameters<typeof buildKeySet>[3] = {
     alg: 'RS256',
     rsaBits: 2048,
     rotationPeriodMs: envDuration(env, 'KEY_ROTATION_PERIOD', 30 * 86_400_000, 1000),
@@ -358,7 +387,12 @@ export function loadConfig(env: Env = process.env): Config {
     retireGraceMs: envDuration(env, 'KEY_RETIRE_GRACE', 25 * 3_600_000),
     defaultTtlMs: envDuration(env, 'TOKEN_DEFAULT_TTL', 60_000, 1000),
     maxTtlMs: envDuration(env, 'TOKEN_MAX_TTL', 600_000, 1000),
+    publishX5c: bool(env, 'KEY_PUBLISH_X5C', false),
   };
+  const subject = optional(env, 'KEY_CERT_SUBJECT');
+  if (subject !== undefined) defaults.certificateSubject = subject;
+  const validity = optional(env, 'KEY_CERT_VALIDITY');
+  if (validity !== undefined) defaults.certificateValidityMs = envDuration(env, 'KEY_CERT_VALIDITY', 0, 60_000);
   const alg = optional(env, 'KEY_ALG');
   if (alg !== undefined) {
     if (!(ALGORITHMS as readonly string[]).includes(alg)) throw new ConfigError('KEY_ALG', `must be one of ${ALGORITHMS.join(', ')}, got "${alg}"`);
@@ -426,6 +460,8 @@ function envNameForField(field: string): string {
     rotationPeriod: 'KEY_ROTATION_PERIOD',
     prepublishPeriod: 'KEY_PREPUBLISH_PERIOD',
     retireGrace: 'KEY_RETIRE_GRACE',
+    certificateSubject: 'KEY_CERT_SUBJECT',
+    certificateValidity: 'KEY_CERT_VALIDITY',
     defaultTtl: 'TOKEN_DEFAULT_TTL',
     maxTtl: 'TOKEN_MAX_TTL',
   };

@@ -1,5 +1,6 @@
 // The published JWKS of a key set, rendered once per change: bytes, strong ETags and Last-Modified.
 import { createHash } from 'node:crypto';
+import { thumbprint } from './certificates.js';
 import type { KeyRecord, PublicJwk } from './types.js';
 
 export const JWKS_CONTENT_TYPES = ['application/json', 'application/jwk-set+json'] as const;
@@ -22,8 +23,14 @@ export function publishedKeys(keys: KeyRecord[]): KeyRecord[] {
     .sort((a, b) => ORDER[a.state]! - ORDER[b.state]! || (b.retiredAt ?? b.createdAt) - (a.retiredAt ?? a.createdAt) || a.kid.localeCompare(b.kid));
 }
 
-export function renderJwks(keys: KeyRecord[], updatedAt: number): RenderedJwks {
-  const published: PublicJwk[] = publishedKeys(keys).map((k) => k.publicJwk);
+function withCertificate(record: KeyRecord): PublicJwk {
+  if (!record.certificate) return record.publicJwk;
+  const der = Buffer.from(record.certificate, 'base64');
+  return { ...record.publicJwk, x5c: [record.certificate], 'x5t#S256': thumbprint(der, 'sha256') };
+}
+
+export function renderJwks(keys: KeyRecord[], updatedAt: number, publishX5c = false): RenderedJwks {
+  const published: PublicJwk[] = publishedKeys(keys).map((k) => (publishX5c ? withCertificate(k) : k.publicJwk));
   const body = Buffer.from(JSON.stringify({ keys: published }));
   const etag = (type: string) => `"${createHash('sha256').update(type).update('\n').update(body).digest('base64url').slice(0, 32)}"`;
   return {

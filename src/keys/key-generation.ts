@@ -4,6 +4,7 @@ import { promisify } from 'node:util';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { Algorithm, KeySetConfig } from '../config.js';
 import { KeyStoreIntegrityError } from '../errors.js';
+import { selfSignedCertificate } from './certificates.js';
 import { associatedData, type KeyEncryption } from './key-encryption.js';
 import type { KeyRecord, PublicJwk } from './types.js';
 
@@ -29,15 +30,22 @@ export async function publicJwkOf(publicKey: KeyObject, alg: Algorithm): Promise
   return out;
 }
 
-export async function createKeyRecord(
+/**
+ * A key record for a key pair: the public JWK, a certificate (the one given, or a new self-signed one) and the
+ * private key encrypted under the current key-encryption key.
+ */
+export async function sealKeyPair(
   set: KeySetConfig,
   state: 'active' | 'next',
   now: number,
   encryption: KeyEncryption,
-): Promise<{ record: KeyRecord; privateKey: KeyObject }> {
-  const { publicKey, privateKey } = await newKeyPair(set.alg, set.rsaBits);
-  const publicJwk = await publicJwkOf(publicKey, set.alg);
-  const der = privateKey.export({ format: 'der', type: 'pkcs8' });
+  keys: { privateKey: KeyObject; publicKey: KeyObject; certificate?: Buffer },
+): Promise<KeyRecord> {
+  const publicJwk = await publicJwkOf(keys.publicKey, set.alg);
+  const certificate =
+    keys.certificate ??
+    (await selfSignedCertificate(keys.privateKey, keys.publicKey, set.alg, { subject: set.certificateSubject, validityMs: set.certificateValidityMs, now }));
+  const der = keys.privateKey.export({ format: 'der', type: 'pkcs8' });
   const record: KeyRecord = {
     kid: publicJwk.kid,
     set: set.name,
@@ -46,10 +54,38 @@ export async function createKeyRecord(
     createdAt: now,
     ...(state === 'active' ? { activatedAt: now } : {}),
     publicJwk,
+    certificate: certificate.toString('base64'),
     privateKey: encryption.encrypt(associatedData(set.name, publicJwk.kid), der),
   };
   der.fill(0);
-  return { record, privateKey };
+  return record;
+}
+
+export async function createKeyRecord(
+  set: KeySetConfig,
+  state: 'active' | 'next',
+  now: number,
+  encryption: KeyEncryption,
+): Promise<{ record: KeyRecord; privateKey: KeyObject }> {
+  const { publicKey, privateKey } = await newKeyPair(set.alg, set.rsaBits);
+  return { record: await sealKeyPair(set, state, now, encryption, { privateKey, publicKey }), privateKey };
+}
+
+const CURVE_NAMES: Partial<Record<Algorithm, string>> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
+
+/** Why a key cannot serve a set's algorithm, or undefined when it can. */
+export function unsuitableFor(alg: Algorithm, key: KeyObject): string | undefined {
+  const details = key.asymmetricKeyDetails ?? {};
+  if (alg.startsWith('RS') || alg.startsWith('PS')) {
+    if (key.asymmetricKeyType !== 'rsa') return `${alg} needs an RSA key, this is ${key.asymmetricKeyType}`;
+    if ((details.modulusLength ?? 0) < 2048) return `RSA keys must have at least 2048 bits, this has ${details.modulusLength}`;
+    return undefined;
+  }
+  if (alg === 'EdDSA') return key.asymmetricKeyType === 'ed25519' ? undefined : `EdDSA needs an Ed25519 key, this is ${key.asymmetricKeyType}`;
+  if (key.asymmetricKeyType !== 'ec' || details.namedCurve !== CURVE_NAMES[alg]) {
+    return `${alg} needs an EC ${CURVE_NAMES[alg]} key, this is ${key.asymmetricKeyType} ${details.namedCurve ?? ''}`.trim();
+  }
+  return undefined;
 }
 
 /** Decrypts a stored private key and checks that it belongs to the record's public key. */

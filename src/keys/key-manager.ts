@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { Config, KeySetConfig } from '../config.js';
 import { Errors, KeyStoreIntegrityError, ServiceError } from '../errors.js';
 import type { KeyEncryption } from './key-encryption.js';
-import { createKeyRecord, openPrivateKey } from './key-generation.js';
+import { createKeyRecord, openPrivateKey, sealKeyPair } from './key-generation.js';
 import { type KeyStore, StoreUnavailableError } from './key-store.js';
 import { type RenderedJwks, renderJwks } from './jwks.js';
 import { type LifecycleAction, nextDueAt, transition } from './lifecycle.js';
@@ -46,6 +46,8 @@ export interface KeyManager {
   signingKey(set: string): Promise<SigningKey>;
   rotate(set: string, options: { force: boolean; ifActiveKid?: string }): Promise<ChangeResult>;
   revoke(set: string, kid: string): Promise<ChangeResult>;
+  /** Adds an operator's existing key pair to a set, as its active key (the old one retires) or its next key. */
+  importKey(set: string, keys: { privateKey: KeyObject; publicKey: KeyObject; certificate?: Buffer }, state: 'active' | 'next'): Promise<ChangeResult & { kid: string }>;
   /** One maintenance pass over every set: pick up changes, run due transitions. Timers call it; tests may too. */
   tick(): Promise<void>;
   refresh(set: string): Promise<void>;
@@ -111,7 +113,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       updatedAt: stored.updatedAt,
       keys: stored.keys,
       active,
-      jwks: renderJwks(stored.keys, stored.updatedAt),
+      jwks: renderJwks(stored.keys, stored.updatedAt, cfg.publishX5c),
       dueAt: nextDueAt(stored.keys, cfg),
     };
     views.set(cfg.name, view);
@@ -298,6 +300,12 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
     },
     rotate: (set, options) => adminChange(set, { type: 'rotate', ...options }),
     revoke: (set, kid) => adminChange(set, { type: 'revoke', kid }),
+    async importKey(set, keys, state) {
+      const record = await sealKeyPair(setConfig(set), state, clock.now(), encryption, keys);
+      const result = await adminChange(set, { type: 'import', record });
+      signingKeys.set(record.kid, keys.privateKey);
+      return { ...result, kid: record.kid };
+    },
     tick,
     refresh,
     async close() {

@@ -7,7 +7,8 @@ import type { KeyRecord } from './types.js';
 export type LifecycleAction =
   | { type: 'maintain' }
   | { type: 'rotate'; force: boolean; ifActiveKid?: string }
-  | { type: 'revoke'; kid: string };
+  | { type: 'revoke'; kid: string }
+  | { type: 'import'; record: KeyRecord };
 
 export interface Transition {
   keys: KeyRecord[];
@@ -97,6 +98,28 @@ export async function transition(
         events.push(`activated ${next.kid}`);
       }
     }
+  }
+
+  if (action.type === 'import') {
+    const { record } = action;
+    if (current.some((k) => k.kid === record.kid)) throw Errors.keyExists(`key ${record.kid} is already in key set ${set.name}`);
+    if (record.state === 'active') {
+      const active = find('active');
+      if (active) {
+        active.state = 'retired';
+        active.retiredAt = now;
+        events.push(`retired ${active.kid}`);
+      }
+    } else {
+      // A next key has never signed: discarding it cannot break a token, and a set has one next key.
+      const next = find('next');
+      if (next) {
+        kept.splice(kept.indexOf(next), 1);
+        events.push(`discarded next ${next.kid}`);
+      }
+    }
+    kept.push(structuredClone(record));
+    events.push(`imported ${record.state} ${record.kid}`);
   }
 
   if (action.type === 'maintain') {

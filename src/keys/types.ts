@@ -13,6 +13,8 @@ export interface PublicJwk {
   crv?: string;
   x?: string;
   y?: string;
+  x5c?: string[];
+  'x5t#S256'?: string;
 }
 
 /** The private key, AES-256-GCM encrypted under a key-encryption key; kid and set are the associated data. */
@@ -33,6 +35,8 @@ export interface KeyRecord {
   retiredAt?: number;
   revokedAt?: number;
   publicJwk: PublicJwk;
+  /** Self-signed X.509 certificate (base64 DER) of the public key; public material. */
+  certificate?: string;
   /** Dropped when a key is revoked: a revoked key never signs again. */
   privateKey?: EncryptedPrivateKey;
 }

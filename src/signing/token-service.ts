@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Allow, ClientPolicy, Config, Scope } from '../config.js';
 import { Errors } from '../errors.js';
 import type { Clock, KeyManager } from '../keys/key-manager.js';
+import { thumbprint } from '../keys/certificates.js';
 import { signCompact } from '../keys/signer.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
@@ -93,12 +94,18 @@ export function createTokenService({ config, keys, logger, clock }: TokenService
     claims: Record<string, unknown>,
   ): Promise<SignedToken> {
     const { record, key } = await keys.signingKey(set);
-    if (x5t !== undefined) throw Errors.certificateUnavailable(`key ${record.kid} of key set ${set} has no certificate`);
+    const header: { kid: string; typ: string; x5t?: string; 'x5t#S256'?: string } = { kid: record.kid, typ };
+    if (x5t !== undefined) {
+      if (!record.certificate) throw Errors.certificateUnavailable(`key ${record.kid} of key set ${set} has no certificate`);
+      const der = Buffer.from(record.certificate, 'base64');
+      if (x5t === 'x5t') header.x5t = thumbprint(der, 'sha1');
+      else header['x5t#S256'] = thumbprint(der, 'sha256');
+    }
     const iat = Math.floor(clock.now() / 1000);
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
     const payload = { ...claims, iat, nbf: iat, exp, jti };
-    const token = await signCompact(record.alg, key, { kid: record.kid, typ }, payload);
+    const token = await signCompact(record.alg, key, header as { kid: string; typ: string }, payload);
     if (token.length > MAX_TOKEN_LENGTH) throw Errors.tokenTooLarge(`the token would be ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH}`);
     logger.info(
       { audit: 'sign', client: client.name, keySet: set, kid: record.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp },

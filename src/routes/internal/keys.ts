@@ -5,7 +5,9 @@ import { Errors } from '../../errors.js';
 import type { KeyManager, KeySetView } from '../../keys/key-manager.js';
 import type { KeyRecord } from '../../keys/types.js';
 import { allows, requireKeySet, requireScope } from '../../signing/token-service.js';
-import { KeysQuerySchema, KidParamsSchema, type RevokeBody, RevokeBodySchema, type RotateBody, RotateBodySchema } from './schemas.js';
+import { toPem } from '../../keys/certificates.js';
+import { readImport } from '../../keys/key-import.js';
+import { CertificateQuerySchema, type ImportBody, ImportBodySchema, KeysQuerySchema, KidParamsSchema, type RevokeBody, RevokeBodySchema, type RotateBody, RotateBodySchema } from './schemas.js';
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
 
@@ -23,6 +25,7 @@ function describeKey(record: KeyRecord, view: KeySetView) {
     revoked_at: iso(record.revokedAt),
     deleted_at: endsAt === undefined ? undefined : iso(endsAt + cfg.retireGraceMs),
     public_jwk: record.publicJwk,
+    has_certificate: record.certificate !== undefined,
   };
 }
 
@@ -53,7 +56,40 @@ export function keyRoutes(config: Config, keys: KeyManager) {
     return view;
   }
 
+  function setHolding(client: ClientPolicy, kid: string, requested: string | undefined): string {
+    const set = requested ?? [...config.keySets.keys()].find((name) => allows(client.keySets, name) && keys.view(name)?.keys.some((k) => k.kid === kid));
+    if (set === undefined) throw Errors.keyNotFound(`no key set this client may use holds key ${kid}`);
+    return set;
+  }
+
   return async function register(app: FastifyInstance): Promise<void> {
+    app.get<{ Params: { kid: string }; Querystring: { key_set?: string } }>(
+      '/v1/keys/:kid/certificate',
+      { schema: { params: KidParamsSchema, querystring: CertificateQuerySchema } },
+      async (request, reply) => {
+        const client = request.apiClient;
+        const set = setHolding(client, request.params.kid, request.query.key_set);
+        if (!config.keySets.has(set)) throw Errors.unknownKeySet(`key set "${set}" is not configured`);
+        requireKeySet(client, set);
+        const record = loaded(set).keys.find((k) => k.kid === request.params.kid && k.state !== 'revoked');
+        if (!record) throw Errors.keyNotFound(`key ${request.params.kid} is not published in key set ${set}`);
+        if (!record.certificate) throw Errors.certificateUnavailable(`key ${record.kid} was created without a certificate`);
+        return reply
+          .type('application/pem-certificate-chain')
+          .header('content-disposition', `attachment; filename="${record.kid}.pem"`)
+          .send(toPem(Buffer.from(record.certificate, 'base64')));
+      },
+    );
+
+    app.post<{ Body: ImportBody }>('/v1/keys/import', { schema: { body: ImportBodySchema } }, async (request) => {
+      const set = request.body.key_set ?? config.defaultKeySet;
+      adminFor(request.apiClient, set);
+      const imported = readImport(request.body, config.keySets.get(set)!.alg);
+      const result = await keys.importKey(set, imported, request.body.state ?? 'active');
+      request.log.warn({ audit: 'admin_import', client: request.apiClient.name, keySet: set, kid: result.kid, events: result.events }, 'key imported');
+      return { imported_kid: result.kid, events: result.events, ...describeSet(result.view) };
+    });
+
     app.get<{ Querystring: { key_set?: string } }>('/v1/keys', { schema: { querystring: KeysQuerySchema } }, async (request) => {
       const client = request.apiClient;
       requireScope(client, 'admin');
@@ -87,10 +123,7 @@ export function keyRoutes(config: Config, keys: KeyManager) {
         const client = request.apiClient;
         requireScope(client, 'admin');
         const { kid } = request.params;
-        const set =
-          request.body.key_set ??
-          [...config.keySets.keys()].find((name) => allows(client.keySets, name) && keys.view(name)?.keys.some((k) => k.kid === kid));
-        if (set === undefined) throw Errors.keyNotFound(`no key set this client administers holds key ${kid}`);
+        const set = setHolding(client, kid, request.body.key_set);
         adminFor(client, set);
         const result = await keys.revoke(set, kid);
         request.log.warn({ audit: 'admin_revoke', client: client.name, keySet: set, kid, events: result.events }, 'key revoked');

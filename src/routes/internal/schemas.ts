@@ -50,4 +50,19 @@ export type RotateBody = Static<typeof RotateBodySchema>;
 export const RevokeBodySchema = Type.Object({ key_set: Type.Optional(KeySetName) }, { additionalProperties: false });
 export type RevokeBody = Static<typeof RevokeBodySchema>;
 
+export const ImportBodySchema = Type.Object(
+  {
+    key_set: Type.Optional(KeySetName),
+    private_key: Type.Optional(Type.String({ minLength: 1, maxLength: 16_384, description: 'PEM: PKCS#8, PKCS#1 or SEC1, optionally encrypted' })),
+    pkcs12: Type.Optional(Type.String({ minLength: 1, maxLength: 32_768, description: 'base64 PKCS#12 file' })),
+    password: Type.Optional(Type.String({ maxLength: 1024 })),
+    certificate: Type.Optional(Type.String({ minLength: 1, maxLength: 16_384, description: 'PEM certificate of the key, if consumers hold it' })),
+    state: Type.Optional(Type.Union([Type.Literal('active'), Type.Literal('next')])),
+  },
+  { additionalProperties: false },
+);
+export type ImportBody = Static<typeof ImportBodySchema>;
+
+export const CertificateQuerySchema = Type.Object({ key_set: Type.Optional(KeySetName) }, { additionalProperties: false });
+
 export const KidParamsSchema = Type.Object({ kid: Type.String({ pattern: '^[A-Za-z0-9_-]{1,128}$' }) });

@@ -148,7 +148,6 @@ test('policy refusals: client_id, subject, audience, key set, ttl, extra claims'
     [{ ...base, key_set: 'other' }, 404, 'unknown_key_set'],
     [{ ...base, ttl: 121 }, 403, 'ttl_denied'],
     [{ ...base, claims: { tenant: 'x' } }, 403, 'extra_claims_denied'],
-    [{ ...base, x5t: 'x5t#S256' }, 400, 'certificate_unavailable'],
   ];
   for (const [payload, status, code] of cases) {
     const res = await post(app, '/v1/assertions', TOKENS.app, payload);
