@@ -10,6 +10,7 @@ import { type Clock, createKeyManager, type KeyManager, systemClock } from './ke
 import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
 import { connectRedis, createRedisKeyStore } from './keys/redis-key-store.js';
 import { loggerOptions } from './logger.js';
+import { createMetrics, type Metrics } from './metrics.js';
 import { registerProblemHandlers } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
@@ -24,6 +25,7 @@ export interface AppDeps {
   logStream?: DestinationStream;
   clock?: Clock;
   store?: KeyStore;
+  metrics?: Metrics;
   onFatal?: (err: Error) => void;
 }
 
@@ -35,6 +37,7 @@ export interface App {
   store: KeyStore;
   tokens: TokenService;
   logger: Logger;
+  metrics: Metrics;
   listen(): Promise<{ publicUrl: string; internalUrl: string }>;
   close(): Promise<void>;
 }
@@ -74,12 +77,28 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
   };
 }
 
+function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' | 'internal'): void {
+  // Unmatched URLs share one label, so that scanners cannot grow the label set without bound.
+  app.addHook('onResponse', async (request, reply) => metrics.request(port, request.routeOptions.url ?? 'unmatched', reply.statusCode));
+}
+
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App> {
   const logger = deps.logger ?? pino(loggerOptions(config.logLevel), deps.logStream);
   const clock = deps.clock ?? systemClock;
   const store = deps.store ?? createStore(config, logger);
   const encryption = createKeyEncryption(config.encryptionKeys);
-  const keys = createKeyManager({ config, store, encryption, logger, clock, ...(deps.onFatal ? { onFatal: deps.onFatal } : {}) });
+  const metrics = deps.metrics ?? createMetrics(config);
+  const keys = createKeyManager({
+    config,
+    store,
+    encryption,
+    logger,
+    clock,
+    onEvents: (set, events) => metrics.keyEvents(set, events),
+    onStoreError: (operation) => metrics.storeError(operation),
+    ...(deps.onFatal ? { onFatal: deps.onFatal } : {}),
+  });
+  metrics.observe(keys, store, clock);
   try {
     await keys.start();
   } catch (err) {
@@ -87,19 +106,24 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     await store.close();
     throw err;
   }
-  const tokens = createTokenService({ config, keys, logger, clock });
+  const tokens = createTokenService({ config, keys, logger, clock, metrics });
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
-  registerProblemHandlers(publicApp);
+  countResponses(publicApp, metrics, 'public');
   if (config.rateLimit.max > 0) {
     await publicApp.register(rateLimit, {
       global: true,
       max: config.rateLimit.max,
       timeWindow: config.rateLimit.windowMs,
       addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+      onExceeded: () => metrics.rateLimited('public'),
       errorResponseBuilder: (_request, context) =>
         Errors.rateLimited(`limit of ${context.max} requests per ${context.after} reached; retry after the Retry-After delay`),
     });
+    // Unknown paths count against the same budget, or a scanner could send them without limit.
+    registerProblemHandlers(publicApp, { preHandler: publicApp.rateLimit() });
+  } else {
+    registerProblemHandlers(publicApp);
   }
   await publicApp.register(healthRoutes(keys, store));
   await publicApp.register(jwksRoutes(config, keys));
@@ -108,7 +132,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   // The API speaks JSON only: without this, Fastify's built-in text parser would turn 415s into 400s.
   internalApp.removeContentTypeParser('text/plain');
   registerProblemHandlers(internalApp);
+  countResponses(internalApp, metrics, 'internal');
   await internalApp.register(healthRoutes(keys, store));
+  internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await internalApp.register(async function protectedRoutes(api) {
     api.addHook('onRequest', authenticate(config.clients));
     await api.register(signingRoutes(tokens));
@@ -126,6 +152,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     store,
     tokens,
     logger,
+    metrics,
     async listen() {
       const publicUrl = await publicApp.listen({ port: config.port, host: config.host });
       const internalUrl = await internalApp.listen({ port: config.internalPort, host: config.internalHost });

@@ -69,12 +69,14 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
   }
   await call('internal', { method: 'POST', url: '/v1/assertions', headers: { authorization: 'Bearer wrong-token' }, payload: {} });
   await call('public', { url: '/readyz' });
+  await call('internal', { url: '/metrics' });
 
   const raw: string[] = [];
   for (const name of await redis.client.keys('*')) {
     raw.push(name, JSON.stringify((await redis.client.type(name)) === 'hash' ? await redis.client.hgetall(name) : await redis.client.get(name)));
   }
   assert.ok(material.size >= 14, `saw ${material.size} keys`);
+  assert.match(responses.at(-1)!, /jwks_signer_signatures_total/, 'the metrics were scanned');
   const haystacks = { responses: responses.join('\n'), logs: ctx.logs.join('\n'), redis: raw.join('\n') };
   assert.ok(ctx.logs.length > 50, 'trace logging produced lines to scan');
   for (const [where, text] of Object.entries(haystacks)) {

@@ -62,6 +62,9 @@ export interface KeyManagerOptions {
   clock?: Clock;
   /** Called when the stored keys turn out to be unreadable after start-up (wrong KEY_ENCRYPTION_KEYS). */
   onFatal?: (err: Error) => void;
+  /** Told of every committed change (for metrics). */
+  onEvents?: (set: string, events: string[]) => void;
+  onStoreError?: (operation: string) => void;
 }
 
 const LOCK_TTL_MS = 30_000;
@@ -71,7 +74,7 @@ const STARTUP_STORE_WAIT_MS = 3000;
 /** How often a replica that has not loaded every key set (store down at start-up) tries again. */
 const NOT_READY_RETRY_MS = 1000;
 
-export function createKeyManager({ config, store, encryption, logger, clock = systemClock, onFatal }: KeyManagerOptions): KeyManager {
+export function createKeyManager({ config, store, encryption, logger, clock = systemClock, onFatal, onEvents, onStoreError }: KeyManagerOptions): KeyManager {
   const views = new Map<string, KeySetView>();
   /** The highest generation seen per set, kept even when the store loses it (see restore in `change`). */
   const lastGeneration = new Map<string, number>();
@@ -155,6 +158,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
         const restored: StoredKeySet = { generation: known + 1, updatedAt: local.updatedAt, keys: local.keys };
         if (await store.commit(set, 0, restored)) {
           logger.warn({ keySet: set, generation: restored.generation }, 'store had lost the key set; restored the last known keys');
+          onEvents?.(set, ['restored set']);
           await store.publish(set, restored.generation).catch(() => undefined);
           stored = restored;
         } else {
@@ -179,6 +183,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       }
       const view = apply(cfg, next)!;
       logger.info({ audit: 'key_lifecycle', keySet: set, generation: next.generation, events: result.events }, 'key set changed');
+      onEvents?.(set, result.events);
       await store.publish(set, next.generation).catch((err: Error) => logger.warn({ keySet: set, err: err.message }, 'publish failed; replicas poll'));
       return { changed: true, events: result.events, view };
     });
@@ -205,6 +210,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       return;
     }
     if (err instanceof StoreUnavailableError) {
+      onStoreError?.('maintenance');
       if (!storeWasDown) logger.warn({ keySet: set, err: err.message }, 'key store unavailable; serving the last known keys');
       storeWasDown = true;
       return;
@@ -261,7 +267,10 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       if (!result) throw Errors.rotationInProgress(`key set ${set} is locked by another replica; retry shortly`);
       return result;
     } catch (err) {
-      if (err instanceof StoreUnavailableError) throw Errors.storeUnavailable(err.message);
+      if (err instanceof StoreUnavailableError) {
+        onStoreError?.('admin');
+        throw Errors.storeUnavailable(err.message);
+      }
       throw err;
     }
   }

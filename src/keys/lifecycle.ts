@@ -33,14 +33,18 @@ export function nextDueAt(keys: KeyRecord[], set: KeySetConfig): number {
   return due;
 }
 
+/** A retired key never signs again, so its private key is dropped: what is not stored cannot leak. */
+function retire(key: KeyRecord, now: number, events: string[]): void {
+  key.state = 'retired';
+  key.retiredAt = now;
+  delete key.privateKey;
+  events.push(`retired ${key.kid}`);
+}
+
 function promote(keys: KeyRecord[], now: number, events: string[]): void {
   const active = keys.find((k) => k.state === 'active');
   const next = keys.find((k) => k.state === 'next');
-  if (active) {
-    active.state = 'retired';
-    active.retiredAt = now;
-    events.push(`retired ${active.kid}`);
-  }
+  if (active) retire(active, now, events);
   if (next) {
     next.state = 'active';
     next.activatedAt = now;
@@ -105,11 +109,7 @@ export async function transition(
     if (current.some((k) => k.kid === record.kid)) throw Errors.keyExists(`key ${record.kid} is already in key set ${set.name}`);
     if (record.state === 'active') {
       const active = find('active');
-      if (active) {
-        active.state = 'retired';
-        active.retiredAt = now;
-        events.push(`retired ${active.kid}`);
-      }
+      if (active) retire(active, now, events);
     } else {
       // A next key has never signed: discarding it cannot break a token, and a set has one next key.
       const next = find('next');

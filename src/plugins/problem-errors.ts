@@ -1,5 +1,5 @@
 // Every error leaves as application/problem+json with a stable code; 5xx details go to the log, not the client.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
 import { Errors, ServiceError } from '../errors.js';
 
 const FASTIFY_CODES: Record<string, () => ServiceError> = {
@@ -34,12 +34,14 @@ export function sendProblem(reply: FastifyReply, error: ServiceError): FastifyRe
   return reply.code(error.statusCode).type('application/problem+json').send(error.toProblem());
 }
 
-export function registerProblemHandlers(app: FastifyInstance): void {
+export function registerProblemHandlers(app: FastifyInstance, notFound: { preHandler?: preHandlerHookHandler } = {}): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const error = toServiceError(err);
     if (error.statusCode >= 500) request.log.error({ err }, 'request failed');
     else request.log.info({ code: error.code, status: error.statusCode }, 'request refused');
     return sendProblem(reply, error);
   });
-  app.setNotFoundHandler((request, reply) => sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]} is not a route of this port`)));
+  app.setNotFoundHandler(notFound, (request, reply) =>
+    sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]!.slice(0, 200)} is not a route of this port`)),
+  );
 }

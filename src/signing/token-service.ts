@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Allow, ClientPolicy, Config, Scope } from '../config.js';
 import { Errors } from '../errors.js';
 import type { Clock, KeyManager } from '../keys/key-manager.js';
+import type { Metrics } from '../metrics.js';
 import { thumbprint } from '../keys/certificates.js';
 import { signCompact } from '../keys/signer.js';
 
@@ -67,9 +68,10 @@ export interface TokenServiceOptions {
   keys: KeyManager;
   logger: Logger;
   clock: Clock;
+  metrics?: Pick<Metrics, 'signed'>;
 }
 
-export function createTokenService({ config, keys, logger, clock }: TokenServiceOptions) {
+export function createTokenService({ config, keys, logger, clock, metrics }: TokenServiceOptions) {
   function resolveSet(client: ClientPolicy, requested: string | undefined): string {
     const set = requested ?? config.defaultKeySet;
     if (!config.keySets.has(set)) throw Errors.unknownKeySet(`key set "${set}" is not configured`);
@@ -92,7 +94,9 @@ export function createTokenService({ config, keys, logger, clock }: TokenService
     typ: Typ,
     x5t: string | undefined,
     claims: Record<string, unknown>,
+    kind: 'assertion' | 'jwt',
   ): Promise<SignedToken> {
+    const started = performance.now();
     const { record, key } = await keys.signingKey(set);
     const header: { kid: string; typ: string; x5t?: string; 'x5t#S256'?: string } = { kid: record.kid, typ };
     if (x5t !== undefined) {
@@ -111,6 +115,7 @@ export function createTokenService({ config, keys, logger, clock }: TokenService
       { audit: 'sign', client: client.name, keySet: set, kid: record.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp },
       'signed',
     );
+    metrics?.signed(set, record.alg, client.name, kind, (performance.now() - started) / 1000);
     return { token, kid: record.kid, alg: record.alg, jti, expiresAt: exp };
   }
 
@@ -129,7 +134,7 @@ export function createTokenService({ config, keys, logger, clock }: TokenService
       if (reserved.length > 0) throw Errors.reservedClaim(`claims may not set ${reserved.join(', ')}`);
       checkExtraClaims(client, Object.keys(extra));
       const ttlMs = lifetime(client, set, req.ttl);
-      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...extra, iss: req.client_id, sub: subject, aud: req.audience });
+      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...extra, iss: req.client_id, sub: subject, aud: req.audience }, 'assertion');
     },
 
     async jwt(client: ClientPolicy, req: JwtRequest): Promise<SignedToken> {
@@ -151,7 +156,7 @@ export function createTokenService({ config, keys, logger, clock }: TokenService
       if (deniedAud !== undefined) throw Errors.audienceDenied(`client "${client.name}" may not sign for audience "${deniedAud}"`);
       checkExtraClaims(client, Object.keys(claims).filter((n) => !['iss', 'sub', 'aud'].includes(n)));
       const ttlMs = lifetime(client, set, req.ttl);
-      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...claims, iss, sub, aud });
+      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...claims, iss, sub, aud }, 'jwt');
     },
   };
 }

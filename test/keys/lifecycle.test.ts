@@ -58,6 +58,9 @@ test('a whole lifecycle with short periods: next -> active -> retired -> gone', 
   const c = Object.keys(second).find((kid) => second[kid] === 'next')!;
   assert.ok(c);
   assert.deepEqual(await published(ctx), [b, c, a], 'the retired key stays published');
+  const retired = ctx.app.keys.view('default')!.keys.find((k) => k.kid === a)!;
+  assert.equal(retired.privateKey, undefined, 'a retired key keeps no private key');
+  assert.ok(ctx.app.keys.view('default')!.keys.filter((k) => k.state !== 'retired').every((k) => k.privateKey), 'active and next keep theirs');
   assert.equal(await signingKid(ctx), b, 'the key published for a whole period now signs');
 
   ctx.clock.advance(20_000);

@@ -1,0 +1,105 @@
+// Prometheus metrics, served on the internal port. Labels carry names (key sets, clients, routes), never secrets.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { Config } from './config.js';
+import type { Clock, KeyManager } from './keys/key-manager.js';
+import type { KeyStore } from './keys/key-store.js';
+
+export interface Metrics {
+  registry: Registry;
+  /** Counts one HTTP response; the child per label set is cached, so the JWKS path pays a map lookup. */
+  request(port: 'public' | 'internal', route: string, status: number): void;
+  rateLimited(port: 'public' | 'internal'): void;
+  signed(keySet: string, alg: string, client: string, kind: 'assertion' | 'jwt', seconds: number): void;
+  keyEvents(keySet: string, events: string[]): void;
+  storeError(operation: string): void;
+  /** Reads key ages and store state from these when scraped. */
+  observe(keys: KeyManager, store: KeyStore, clock: Clock): void;
+}
+
+export function createMetrics(config: Config): Metrics {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'jwks_signer_' });
+  const requests = new Counter({ name: 'jwks_signer_http_requests_total', help: 'HTTP responses by port, route and status', labelNames: ['port', 'route', 'status'], registers: [registry] });
+  const limited = new Counter({ name: 'jwks_signer_rate_limited_total', help: 'Requests refused by rate limiting', labelNames: ['port'], registers: [registry] });
+  const signatures = new Counter({ name: 'jwks_signer_signatures_total', help: 'Tokens signed', labelNames: ['key_set', 'alg', 'client', 'kind'], registers: [registry] });
+  const signingSeconds = new Histogram({
+    name: 'jwks_signer_signing_duration_seconds',
+    help: 'Time to build and sign one token',
+    labelNames: ['alg'],
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  const keyChanges = new Counter({ name: 'jwks_signer_key_events_total', help: 'Key lifecycle events (created, activated, retired, revoked, deleted, imported)', labelNames: ['key_set', 'event'], registers: [registry] });
+  const storeErrors = new Counter({ name: 'jwks_signer_store_errors_total', help: 'Failed key store operations', labelNames: ['operation'], registers: [registry] });
+  let source: { keys: KeyManager; store: KeyStore; clock: Clock } | undefined;
+  new Gauge({
+    name: 'jwks_signer_store_up',
+    help: '1 when the key store answers (always 1 for the in-memory store)',
+    registers: [registry],
+    collect() {
+      if (source) this.set(source.store.state() === 'down' ? 0 : 1);
+    },
+  });
+  new Gauge({
+    name: 'jwks_signer_ready',
+    help: '1 when every key set is loaded',
+    registers: [registry],
+    collect() {
+      if (source) this.set(source.keys.isReady() ? 1 : 0);
+    },
+  });
+  const perSet = (name: string, help: string, read: (set: string, now: number) => number | undefined) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['key_set'],
+      registers: [registry],
+      collect() {
+        if (!source) return;
+        const now = source.clock.now();
+        for (const set of config.keySets.keys()) {
+          const value = read(set, now);
+          if (value !== undefined) this.set({ key_set: set }, value);
+        }
+      },
+    });
+  perSet('jwks_signer_active_key_age_seconds', 'Time since the active key started signing', (set, now) => {
+    const active = source!.keys.view(set)?.active;
+    return active ? (now - (active.activatedAt ?? active.createdAt)) / 1000 : undefined;
+  });
+  perSet('jwks_signer_next_rotation_seconds', 'Time until the next rotation is due (negative: overdue)', (set, now) => {
+    const view = source!.keys.view(set);
+    if (!view) return undefined;
+    const next = view.keys.find((k) => k.state === 'next');
+    const activeSince = view.active.activatedAt ?? view.active.createdAt;
+    return next ? (Math.max(activeSince + view.config.rotationPeriodMs, next.createdAt + view.config.prepublishPeriodMs) - now) / 1000 : undefined;
+  });
+  perSet('jwks_signer_published_keys', 'Keys in the published JWKS', (set) => source!.keys.view(set)?.jwks.keyCount);
+  perSet('jwks_signer_key_set_generation', 'Generation of the key set as this replica knows it', (set) => source!.keys.view(set)?.generation);
+
+  const children = new Map<string, { inc(): void }>();
+  return {
+    registry,
+    request(port, route, status) {
+      const key = `${port} ${status} ${route}`;
+      let child = children.get(key);
+      if (!child) {
+        child = requests.labels(port, route, String(status));
+        children.set(key, child);
+      }
+      child.inc();
+    },
+    rateLimited: (port) => limited.inc({ port }),
+    signed(keySet, alg, client, kind, seconds) {
+      signatures.inc({ key_set: keySet, alg, client, kind });
+      signingSeconds.observe({ alg }, seconds);
+    },
+    keyEvents(keySet, events) {
+      for (const event of events) keyChanges.inc({ key_set: keySet, event: event.split(' ').slice(0, -1).join('_') });
+    },
+    storeError: (operation) => storeErrors.inc({ operation }),
+    observe(keys, store, clock) {
+      source = { keys, store, clock };
+    },
+  };
+}
