@@ -5,7 +5,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { Config, KeySetConfig } from '../config.js';
 import { Errors, KeyStoreIntegrityError, ServiceError } from '../errors.js';
-import type { KeyEncryption } from './key-encryption.js';
+import { associatedData, type KeyEncryption } from './key-encryption.js';
 import { createKeyRecord, openPrivateKey, sealKeyPair } from './key-generation.js';
 import { type KeyStore, StoreUnavailableError } from './key-store.js';
 import { type RenderedJwks, renderJwks } from './jwks.js';
@@ -48,6 +48,11 @@ export interface KeyManager {
   revoke(set: string, kid: string): Promise<ChangeResult>;
   /** Adds an operator's existing key pair to a set, as its active key (the old one retires) or its next key. */
   importKey(set: string, keys: { privateKey: KeyObject; publicKey: KeyObject; certificate?: Buffer }, state: 'active' | 'next'): Promise<ChangeResult & { kid: string }>;
+  /**
+   * Re-encrypts every stored private key that is not under the first key-encryption key, set by set, each as
+   * one atomic change. Afterwards the other key-encryption keys can be removed from KEY_ENCRYPTION_KEYS.
+   */
+  reencrypt(): Promise<Array<{ keySet: string; reencrypted: number }>>;
   /** One maintenance pass over every set: pick up changes, run due transitions. Timers call it; tests may too. */
   tick(): Promise<void>;
   refresh(set: string): Promise<void>;
@@ -306,6 +311,41 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
         logger.error({ keySet: set, kid: view.active.kid, err: (err as Error).message }, 'cannot open the active key');
         throw Errors.noActiveKey(`the active key of ${set} cannot be opened`);
       }
+    },
+    async reencrypt() {
+      const results: Array<{ keySet: string; reencrypted: number }> = [];
+      for (const set of config.keySets.keys()) {
+        const cfg = setConfig(set);
+        const count = await serial(set, async () => {
+          const done = await withLock(set, ADMIN_LOCK_WAIT_MS, async () => {
+            const stored = await store.load(set);
+            let changed = 0;
+            const keys = stored.keys.map((record) => {
+              if (!record.privateKey || record.privateKey.kek === encryption.currentKeyId) return record;
+              const aad = associatedData(set, record.kid);
+              const der = encryption.decrypt(aad, record.privateKey);
+              const privateKey = encryption.encrypt(aad, der);
+              der.fill(0);
+              changed += 1;
+              return { ...record, privateKey };
+            });
+            if (changed === 0) return 0;
+            const next: StoredKeySet = { generation: Math.max(stored.generation, lastGeneration.get(set) ?? 0) + 1, updatedAt: stored.updatedAt, keys };
+            if (!(await store.commit(set, stored.generation, next))) throw new StoreUnavailableError(`key set ${set} changed during re-encryption; retry`);
+            apply(cfg, next);
+            await store.publish(set, next.generation).catch(() => undefined);
+            logger.info({ audit: 'key_reencrypt', keySet: set, reencrypted: changed, kek: encryption.currentKeyId }, 'keys re-encrypted');
+            return changed;
+          });
+          if (done === undefined) throw Errors.rotationInProgress(`key set ${set} is locked by another replica; retry shortly`);
+          return done;
+        }).catch((err: unknown) => {
+          if (err instanceof StoreUnavailableError) throw Errors.storeUnavailable(err.message);
+          throw err;
+        });
+        results.push({ keySet: set, reencrypted: count });
+      }
+      return results;
     },
     rotate: (set, options) => adminChange(set, { type: 'rotate', ...options }),
     revoke: (set, kid) => adminChange(set, { type: 'revoke', kid }),

@@ -81,6 +81,15 @@ export function keyRoutes(config: Config, keys: KeyManager) {
       },
     );
 
+    app.post('/v1/keys/reencrypt', async (request) => {
+      const client = request.apiClient;
+      requireScope(client, 'admin');
+      if (client.keySets !== '*') throw Errors.keySetDenied('re-encryption covers every key set: it needs a client allowed all of them');
+      const results = await keys.reencrypt();
+      request.log.warn({ audit: 'admin_reencrypt', client: client.name, results }, 'stored keys re-encrypted');
+      return { encryption_key: config.encryptionKeys[0]!.id, key_sets: results.map((r) => ({ key_set: r.keySet, reencrypted: r.reencrypted })) };
+    });
+
     app.post<{ Body: ImportBody }>('/v1/keys/import', { schema: { body: ImportBodySchema } }, async (request) => {
       const set = request.body.key_set ?? config.defaultKeySet;
       adminFor(request.apiClient, set);
