@@ -136,7 +136,22 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   await internalApp.register(healthRoutes(keys, store));
   internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await internalApp.register(async function protectedRoutes(api) {
-    api.addHook('onRequest', authenticate(config.clients));
+    api.addHook('onRequest', authenticate(config.clients, { ...config.authFailureLimit, onLimited: () => metrics.rateLimited('internal') }));
+    // Per-client limits run after authentication, so they count what each client signs, whatever its address.
+    await api.register(rateLimit, {
+      global: true,
+      hook: 'preHandler',
+      keyGenerator: (request) => `client:${request.apiClient.name}`,
+      allowList: (request) => request.apiClient.rateLimit === undefined,
+      max: (request) => request.apiClient.rateLimit?.max ?? 0,
+      timeWindow: (request) => request.apiClient.rateLimit?.windowMs ?? 60_000,
+      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+      onExceeded: (request) => {
+        metrics.rateLimited('internal');
+        request.log.warn({ client: request.apiClient.name }, 'client rate limit reached');
+      },
+      errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
+    });
     await api.register(signingRoutes(tokens));
     await api.register(keyRoutes(config, keys));
   });

@@ -55,6 +55,7 @@ export const ClientFileEntrySchema = Type.Object(
     audiences: Type.Optional(NameList),
     maxTtl: Type.Optional(Duration),
     extraClaims: Type.Optional(Type.Union([Type.Boolean(), NameList])),
+    rateLimit: Type.Optional(Type.Object({ max: Type.Integer({ minimum: 1 }), window: Duration }, { additionalProperties: false })),
   },
   { additionalProperties: false },
 );
@@ -91,6 +92,8 @@ export interface ClientPolicy {
   audiences: Allow;
   maxTtlMs: number;
   extraClaims: boolean | ReadonlySet<string>;
+  /** Requests per window on the internal API; undefined: unlimited. */
+  rateLimit?: { max: number; windowMs: number };
 }
 
 export interface EncryptionKey {
@@ -118,6 +121,8 @@ export interface Config {
   storePollIntervalMs: number;
   shutdownTimeoutMs: number;
   internalBodyLimit: number;
+  /** Failed internal API authentications allowed per client address per window, before 429s. */
+  authFailureLimit: { max: number; windowMs: number };
   /** Settings that are legal but weaker than CONSUMERS.md advises; logged at start-up. */
   warnings: string[];
 }
@@ -289,7 +294,11 @@ function tokenEnvName(clientName: string): string {
   return `API_CLIENT_TOKEN_SHA256_${clientName.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`;
 }
 
-function buildClients(env: Env, keySets: Map<string, KeySetConfig>): { clients: ClientPolicy[]; devApiToken?: string } {
+function buildClients(
+  env: Env,
+  keySets: Map<string, KeySetConfig>,
+  defaultLimit: ClientPolicy['rateLimit'],
+): { clients: ClientPolicy[]; devApiToken?: string } {
   const clients: ClientPolicy[] = [];
   const longestTtl = Math.max(...[...keySets.values()].map((s) => s.maxTtlMs));
   const file = optional(env, 'API_CLIENTS_FILE');
@@ -317,13 +326,18 @@ function buildClients(env: Env, keySets: Map<string, KeySetConfig>): { clients: 
         audiences: allow(entry.audiences, new Set()),
         maxTtlMs: duration(`${where} maxTtl`, entry.maxTtl, longestTtl, 1000),
         extraClaims: Array.isArray(entry.extraClaims) ? new Set(entry.extraClaims) : (entry.extraClaims ?? false),
+        ...(entry.rateLimit
+          ? { rateLimit: { max: entry.rateLimit.max, windowMs: duration(`${where} rateLimit.window`, entry.rateLimit.window, 60_000, 1000) } }
+          : defaultLimit
+            ? { rateLimit: defaultLimit }
+            : {}),
       });
     }
   }
   const single = optional(env, 'API_TOKEN_SHA256');
   if (single !== undefined) {
     if (!/^[0-9a-fA-F]{64}$/.test(single)) throw new ConfigError('API_TOKEN_SHA256', 'must be the hex SHA-256 of the API token (64 hex digits)');
-    clients.push(fullAccessClient('default', Buffer.from(single, 'hex'), longestTtl));
+    clients.push({ ...fullAccessClient('default', Buffer.from(single, 'hex'), longestTtl), ...(defaultLimit ? { rateLimit: defaultLimit } : {}) });
   }
   const hashes = new Set(clients.map((c) => c.tokenSha256.toString('hex')));
   if (hashes.size !== clients.length) throw new ConfigError('API_CLIENTS_FILE', 'two clients share one token');
@@ -442,7 +456,11 @@ export function loadConfig(env: Env = process.env): Config {
     encryptionKeys,
     keySets,
     defaultKeySet,
-    ...buildClients(env, keySets),
+    ...buildClients(env, keySets, internalRateLimit(env)),
+    authFailureLimit: {
+      max: int(env, 'AUTH_FAILURE_LIMIT', 10, 1, 1_000_000),
+      windowMs: envDuration(env, 'AUTH_FAILURE_WINDOW', 60_000, 1000),
+    },
     rateLimit: {
       max: int(env, 'RATE_LIMIT_MAX', 1200, 0, 10_000_000),
       windowMs: envDuration(env, 'RATE_LIMIT_WINDOW', 60_000, 1000),
@@ -453,6 +471,11 @@ export function loadConfig(env: Env = process.env): Config {
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
     warnings,
   };
+}
+
+function internalRateLimit(env: Env): ClientPolicy['rateLimit'] {
+  const max = int(env, 'INTERNAL_RATE_LIMIT_MAX', 0, 0, 10_000_000);
+  return max === 0 ? undefined : { max, windowMs: envDuration(env, 'INTERNAL_RATE_LIMIT_WINDOW', 60_000, 1000) };
 }
 
 function envNameForField(field: string): string {

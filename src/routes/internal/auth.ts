@@ -1,6 +1,7 @@
 // Bearer-token authentication of internal API clients: tokens are compared by SHA-256 in constant time.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import type { ClientPolicy } from '../../config.js';
 import { Errors } from '../../errors.js';
 
@@ -20,13 +21,42 @@ export function findClient(clients: readonly ClientPolicy[], token: string): Cli
   return found;
 }
 
-export function authenticate(clients: readonly ClientPolicy[]) {
+export interface AuthFailureLimit {
+  max: number;
+  windowMs: number;
+  onLimited?: () => void;
+}
+
+/** Authenticates every request; an address that keeps presenting bad tokens is refused for a while (429). */
+export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailureLimit) {
+  const failures = new LRUCache<string, { count: number }>({ max: 10_000, ttl: limit.windowMs, noUpdateTTL: true });
+
+  function refuseIfLimited(request: FastifyRequest): void {
+    const seen = failures.get(request.ip);
+    if (!seen || seen.count < limit.max) return;
+    limit.onLimited?.();
+    const retryAfter = Math.max(1, Math.ceil(failures.getRemainingTTL(request.ip) / 1000));
+    throw Errors.rateLimited(`too many failed authentications from this address; retry in ${retryAfter}s`, { headers: { 'retry-after': String(retryAfter) } });
+  }
+
+  function recordFailure(request: FastifyRequest): void {
+    const seen = failures.get(request.ip);
+    if (seen) seen.count += 1;
+    else failures.set(request.ip, { count: 1 });
+    if ((seen?.count ?? 1) === limit.max) request.log.warn({ audit: 'auth_lockout', address: request.ip }, 'internal API: too many failed authentications; address refused for the window');
+  }
+
   return async function authenticateRequest(request: FastifyRequest): Promise<void> {
+    refuseIfLimited(request);
     const header = request.headers.authorization;
-    if (!header) throw Errors.missingToken(undefined, { headers: { 'www-authenticate': 'Bearer realm="jwks-signer"' } });
+    if (!header) {
+      recordFailure(request);
+      throw Errors.missingToken(undefined, { headers: { 'www-authenticate': 'Bearer realm="jwks-signer"' } });
+    }
     const match = /^Bearer[ ]+([\x21-\x7e]+)[ ]*$/i.exec(header);
     const client = match ? findClient(clients, match[1]!) : undefined;
     if (!client) {
+      recordFailure(request);
       request.log.warn({ reason: match ? 'unknown_token' : 'malformed_header' }, 'internal API authentication failed');
       throw Errors.invalidToken(undefined, { headers: { 'www-authenticate': 'Bearer realm="jwks-signer", error="invalid_token"' } });
     }
