@@ -119,6 +119,8 @@ export interface Config {
   rateLimit: { max: number; windowMs: number };
   jwks: { maxAgeMs: number; staleWhileRevalidateMs: number; staleIfErrorMs: number; contentType: string };
   storePollIntervalMs: number;
+  /** Expiry of a key set's rotation lock: how long a replica that died holding it blocks the others. */
+  rotationLockTtlMs: number;
   shutdownTimeoutMs: number;
   internalBodyLimit: number;
   /** Failed internal API authentications allowed per client address per window, before 429s. */
@@ -467,6 +469,7 @@ export function loadConfig(env: Env = process.env): Config {
     },
     jwks,
     storePollIntervalMs: envDuration(env, 'STORE_POLL_INTERVAL', 5000, 100),
+    rotationLockTtlMs: envDuration(env, 'ROTATION_LOCK_TTL', 30_000, 1000),
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
     warnings,

@@ -72,8 +72,8 @@ export interface KeyManagerOptions {
   onStoreError?: (operation: string) => void;
 }
 
-const LOCK_TTL_MS = 30_000;
-const ADMIN_LOCK_WAIT_MS = 10_000;
+/** How long an admin change waits for another replica's lock; past the lock's expiry, a dead holder is gone. */
+const adminLockWaitMs = (config: Config) => config.rotationLockTtlMs + 5_000;
 const MIN_TIMER_MS = 50;
 const STARTUP_STORE_WAIT_MS = 3000;
 /** How often a replica that has not loaded every key set (store down at start-up) tries again. */
@@ -136,7 +136,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
   async function withLock<T>(set: string, waitMs: number, work: () => Promise<T>): Promise<T | undefined> {
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const token = await store.lock(set, LOCK_TTL_MS);
+      const token = await store.lock(set, config.rotationLockTtlMs);
       if (token) {
         try {
           return await work();
@@ -268,7 +268,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
   async function adminChange(set: string, action: LifecycleAction): Promise<ChangeResult> {
     setConfig(set);
     try {
-      const result = await serial(set, () => change(set, action, ADMIN_LOCK_WAIT_MS));
+      const result = await serial(set, () => change(set, action, adminLockWaitMs(config)));
       if (!result) throw Errors.rotationInProgress(`key set ${set} is locked by another replica; retry shortly`);
       return result;
     } catch (err) {
@@ -285,7 +285,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       await store.waitUntilAvailable(STARTUP_STORE_WAIT_MS);
       for (const set of config.keySets.keys()) {
         try {
-          await serial(set, () => change(set, { type: 'maintain' }, LOCK_TTL_MS));
+          await serial(set, () => change(set, { type: 'maintain' }, config.rotationLockTtlMs));
         } catch (err) {
           if (err instanceof KeyStoreIntegrityError) throw err;
           if (!(err instanceof StoreUnavailableError)) throw err;
@@ -317,7 +317,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       for (const set of config.keySets.keys()) {
         const cfg = setConfig(set);
         const count = await serial(set, async () => {
-          const done = await withLock(set, ADMIN_LOCK_WAIT_MS, async () => {
+          const done = await withLock(set, adminLockWaitMs(config), async () => {
             const stored = await store.load(set);
             let changed = 0;
             const keys = stored.keys.map((record) => {
