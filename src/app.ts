@@ -9,6 +9,7 @@ import { createKeyEncryption } from './keys/key-encryption.js';
 import { type Clock, createKeyManager, type KeyManager, systemClock } from './keys/key-manager.js';
 import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
 import { connectRedis, createRedisKeyStore } from './keys/redis-key-store.js';
+import { jsonDepth } from './lib/json-depth.js';
 import { loggerOptions } from './logger.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { registerProblemHandlers } from './plugins/problem-errors.js';
@@ -77,6 +78,8 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
   };
 }
 
+const MAX_JSON_DEPTH = 32;
+
 function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' | 'internal'): void {
   // Unmatched URLs share one label, so that scanners cannot grow the label set without bound.
   app.addHook('onResponse', async (request, reply) => metrics.request(port, request.routeOptions.url ?? 'unmatched', reply.statusCode));
@@ -130,7 +133,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
 
   const internalApp = Fastify(serverOptions(config, logger, 'internal'));
   // The API speaks JSON only: without this, Fastify's built-in text parser would turn 415s into 400s.
-  internalApp.removeContentTypeParser('text/plain');
+  internalApp.removeContentTypeParser(['text/plain', 'application/json']);
+  const parseJson = internalApp.getDefaultJsonParser('error', 'error');
+  // Deeply nested claims would exhaust the stack in JSON handling (a 500): refuse them before parsing.
+  internalApp.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (jsonDepth(body as string, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+      done(Errors.invalidRequest(`the JSON body is nested more than ${MAX_JSON_DEPTH} levels deep`), undefined);
+      return;
+    }
+    parseJson(request, body as string, done);
+  });
   registerProblemHandlers(internalApp);
   countResponses(internalApp, metrics, 'internal');
   await internalApp.register(healthRoutes(keys, store));

@@ -194,6 +194,9 @@ test('bad input: each answered with its 4xx and stable code, never a 5xx', async
     ['bad key set name', () => raw(JSON.stringify({ ...good, key_set: '../etc' })), 400, 'invalid_request'],
     ['huge body', () => raw(JSON.stringify({ ...good, claims: { blob: 'x'.repeat(20_000) } })), 413, 'payload_too_large'],
     ['text/plain', () => raw('hello', 'text/plain'), 415, 'unsupported_media_type'],
+    ['regression: deeply nested claims (a 500 before)', () => raw(`{"client_id":"c","audience":"a","claims":{"x":${'['.repeat(5000)}${']'.repeat(5000)}}}`), 400, 'invalid_request'],
+    ['nesting past 32 levels', () => raw(`{"client_id":"c","audience":"a","claims":{"x":${'['.repeat(32)}${']'.repeat(32)}}}`), 400, 'invalid_request'],
+    ['prototype pollution', () => raw('{"client_id":"c","audience":"a","claims":{"__proto__":{"admin":true}}}'), 400, 'invalid_json'],
     ['form body', () => raw('client_id=c', 'application/x-www-form-urlencoded'), 415, 'unsupported_media_type'],
   ];
   for (const [name, send, status, code] of cases) {
@@ -215,6 +218,14 @@ test('bad input: each answered with its 4xx and stable code, never a 5xx', async
     assert.equal(res.statusCode, 400, JSON.stringify(payload));
     assert.equal(res.json().code, code, JSON.stringify(payload));
   }
+});
+
+test('nesting up to 32 levels is accepted; brackets inside strings do not count', async (t) => {
+  const { app } = await listening();
+  t.after(() => app.close());
+  const nested = `{"client_id":"c","audience":"a","claims":{"x":${'['.repeat(30)}"]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]][[[["${']'.repeat(30)}}}`;
+  const res = await app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: nested });
+  assert.equal(res.statusCode, 200, res.body);
 });
 
 test('a token over the 51,200-character IdentityServer limit is refused, not sent', async (t) => {
