@@ -101,6 +101,31 @@ export interface EncryptionKey {
   key: Buffer;
 }
 
+export interface RedisEndpoint {
+  host: string;
+  port: number;
+}
+
+/** How the store reaches Redis: one server (REDIS_URL), a Sentinel-managed primary, or a Cluster. */
+export interface RedisConfig {
+  mode: 'standalone' | 'sentinel' | 'cluster';
+  /** standalone: REDIS_URL as given (ioredis reads it; its credentials win over username/password below). */
+  url?: string;
+  /** sentinel: the sentinels; cluster: the seed nodes; standalone: empty. */
+  nodes: RedisEndpoint[];
+  /** sentinel: the name of the master the sentinels monitor. */
+  masterName?: string;
+  /** sentinel: the sentinels' own password (REDIS_SENTINEL_PASSWORD). */
+  sentinelPassword?: string;
+  /** Data-node credentials: REDIS_URL's, else REDIS_USERNAME / REDIS_PASSWORD. */
+  username?: string;
+  password?: string;
+  /** Database number (REDIS_URL's path); always 0 on a Cluster. */
+  db: number;
+  /** TLS to the data nodes (a rediss:// REDIS_URL). */
+  tls: boolean;
+}
+
 export interface Config {
   port: number;
   internalPort: number;
@@ -108,7 +133,12 @@ export interface Config {
   internalHost: string;
   logLevel: string;
   trustProxy: boolean | number | string[];
+  /**
+   * Set whenever the store is Redis: REDIS_URL as given, or (Sentinel or Cluster without REDIS_URL) a
+   * description without credentials. Connections are made from `redis`, not from this string.
+   */
   redisUrl?: string;
+  redis?: RedisConfig;
   redisKeyPrefix: string;
   encryptionKeys: EncryptionKey[];
   keySets: Map<string, KeySetConfig>;
@@ -123,6 +153,8 @@ export interface Config {
   rotationLockTtlMs: number;
   shutdownTimeoutMs: number;
   internalBodyLimit: number;
+  /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
+  auditMaxEntries: number;
   /** Failed internal API authentications allowed per client address per window, before 429s. */
   authFailureLimit: { max: number; windowMs: number };
   /** Settings that are legal but weaker than CONSUMERS.md advises; logged at start-up. */
@@ -377,21 +409,11 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('LOG_LEVEL', `must be one of fatal, error, warn, info, debug, trace, silent, got "${logLevel}"`);
   }
 
-  const redisUrl = optional(env, 'REDIS_URL');
-  if (redisUrl !== undefined) {
-    let url: URL | undefined;
-    try {
-      url = new URL(redisUrl);
-    } catch {
-      url = undefined;
-    }
-    if (!url || !['redis:', 'rediss:'].includes(url.protocol)) {
-      throw new ConfigError('REDIS_URL', 'must be a redis:// or rediss:// URL');
-    }
-  }
+  const redisTarget = parseRedis(env);
   const rawKeks = optional(env, 'KEY_ENCRYPTION_KEYS');
-  if (redisUrl !== undefined && rawKeks === undefined) {
-    throw new ConfigError('KEY_ENCRYPTION_KEYS', 'is required with REDIS_URL (e.g. "k1:$(openssl rand -base64 32)")');
+  if (redisTarget !== undefined && rawKeks === undefined) {
+    const via = { standalone: 'REDIS_URL', sentinel: 'Redis Sentinel', cluster: 'REDIS_CLUSTER_NODES' }[redisTarget.redis.mode];
+    throw new ConfigError('KEY_ENCRYPTION_KEYS', `is required with ${via} (e.g. "k1:$(openssl rand -base64 32)")`);
   }
   const encryptionKeys = rawKeks !== undefined ? parseEncryptionKeys(rawKeks) : [{ id: 'ephemeral', key: randomBytes(32) }];
 
@@ -453,12 +475,13 @@ export function loadConfig(env: Env = process.env): Config {
     internalHost: str(env, 'INTERNAL_HOST', host),
     logLevel,
     trustProxy: parseTrustProxy(optional(env, 'TRUST_PROXY')),
-    ...(redisUrl !== undefined ? { redisUrl } : {}),
+    ...(redisTarget !== undefined ? { redisUrl: redisTarget.redisUrl, redis: redisTarget.redis } : {}),
     redisKeyPrefix: str(env, 'REDIS_KEY_PREFIX', 'jwks-signer:'),
     encryptionKeys,
     keySets,
     defaultKeySet,
     ...buildClients(env, keySets, internalRateLimit(env)),
+    auditMaxEntries: int(env, 'AUDIT_MAX_ENTRIES', 100_000, 100, 100_000_000),
     authFailureLimit: {
       max: int(env, 'AUTH_FAILURE_LIMIT', 10, 1, 1_000_000),
       windowMs: envDuration(env, 'AUTH_FAILURE_WINDOW', 60_000, 1000),
@@ -479,6 +502,147 @@ export function loadConfig(env: Env = process.env): Config {
 function internalRateLimit(env: Env): ClientPolicy['rateLimit'] {
   const max = int(env, 'INTERNAL_RATE_LIMIT_MAX', 0, 0, 10_000_000);
   return max === 0 ? undefined : { max, windowMs: envDuration(env, 'INTERNAL_RATE_LIMIT_WINDOW', 60_000, 1000) };
+}
+
+/** A secret as given: not trimmed (a password may end in a space), empty as unset. */
+function secret(env: Env, name: string): string | undefined {
+  const value = env[name];
+  return value === undefined || value === '' ? undefined : value;
+}
+
+function decodeUrlPart(variable: string, raw: string): string {
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new ConfigError(variable, 'has a malformed percent-encoding in its credentials');
+  }
+}
+
+/** `host:port[,host:port...]`; IPv6 addresses in brackets; a missing port is `defaultPort`. */
+function parseEndpoints(variable: string, raw: string, defaultPort: number): RedisEndpoint[] {
+  const endpoints: RedisEndpoint[] = [];
+  for (const entry of raw.split(',').map((s) => s.trim()).filter(Boolean)) {
+    const match = /^\[([0-9A-Fa-f:.]+)\](?::(\d{1,5}))?$/.exec(entry) ?? /^([A-Za-z0-9._-]+)(?::(\d{1,5}))?$/.exec(entry);
+    const port = match?.[2] === undefined ? defaultPort : Number(match[2]);
+    if (!match || port < 1 || port > 65535) throw new ConfigError(variable, `entry "${entry}" is not host:port`);
+    if (!endpoints.some((e) => e.host === match[1] && e.port === port)) endpoints.push({ host: match[1]!, port });
+  }
+  if (endpoints.length === 0) throw new ConfigError(variable, 'names no host:port');
+  return endpoints;
+}
+
+interface ParsedRedisUrl {
+  sentinel?: { nodes: RedisEndpoint[]; masterName: string };
+  username?: string;
+  password?: string;
+  /** Undefined when the path is not a database number (a plain URL keeps working: ioredis reads it). */
+  db: number | undefined;
+  tls: boolean;
+}
+
+// redis+sentinel://[[user]:password@]host1:port1,host2:port2/mastername[/db]: the password is the data nodes'.
+const SENTINEL_URL = /^(rediss?)\+sentinel:\/\/(?:([^@/]*)@)?([^/@]+)\/([^/]+)(?:\/(\d+))?\/?$/;
+
+function parseRedisUrl(raw: string): ParsedRedisUrl {
+  const credentials = (userinfo: string | undefined) => {
+    if (!userinfo) return {};
+    const colon = userinfo.indexOf(':');
+    const username = decodeUrlPart('REDIS_URL', colon < 0 ? userinfo : userinfo.slice(0, colon));
+    const password = colon < 0 ? '' : decodeUrlPart('REDIS_URL', userinfo.slice(colon + 1));
+    return { ...(username ? { username } : {}), ...(password ? { password } : {}) };
+  };
+  if (/^rediss?\+sentinel:/i.test(raw)) {
+    const match = SENTINEL_URL.exec(raw);
+    if (!match) throw new ConfigError('REDIS_URL', 'must be redis+sentinel://[:password@]host:port[,host:port...]/mastername[/db]');
+    return {
+      sentinel: { nodes: parseEndpoints('REDIS_URL', match[3]!, 26379), masterName: decodeUrlPart('REDIS_URL', match[4]!) },
+      ...credentials(match[2]),
+      db: Number(match[5] ?? 0),
+      tls: match[1] === 'rediss',
+    };
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(raw);
+  } catch {
+    url = undefined;
+  }
+  if (!url || !['redis:', 'rediss:'].includes(url.protocol)) {
+    throw new ConfigError('REDIS_URL', 'must be a redis://, rediss:// or redis+sentinel:// URL');
+  }
+  const path = /^\/?(\d*)\/?$/.exec(url.pathname);
+  return {
+    ...credentials(url.username || url.password ? `${url.username}:${url.password}` : undefined),
+    db: path ? Number(path[1] || 0) : undefined,
+    tls: url.protocol === 'rediss:',
+  };
+}
+
+/**
+ * The Redis topology: exactly one of REDIS_URL (one server, or a redis+sentinel:// URL), REDIS_SENTINELS
+ * and REDIS_CLUSTER_NODES names the servers. With REDIS_SENTINELS or REDIS_CLUSTER_NODES, REDIS_URL only
+ * gives the data nodes' credentials, database and TLS (its host is not used).
+ */
+function parseRedis(env: Env): { redis: RedisConfig; redisUrl: string } | undefined {
+  const rawUrl = optional(env, 'REDIS_URL');
+  const rawSentinels = optional(env, 'REDIS_SENTINELS');
+  const rawCluster = optional(env, 'REDIS_CLUSTER_NODES');
+  const rawMaster = optional(env, 'REDIS_SENTINEL_MASTER');
+  const sentinelPassword = secret(env, 'REDIS_SENTINEL_PASSWORD');
+  const url = rawUrl !== undefined ? parseRedisUrl(rawUrl) : undefined;
+  const username = url?.username ?? optional(env, 'REDIS_USERNAME');
+  const password = url?.password ?? secret(env, 'REDIS_PASSWORD');
+  const credentials = { ...(username !== undefined ? { username } : {}), ...(password !== undefined ? { password } : {}) };
+  const db = () => {
+    if (url !== undefined && url.db === undefined) throw new ConfigError('REDIS_URL', 'path must be a database number (e.g. /0)');
+    return url?.db ?? 0;
+  };
+  const list = (nodes: RedisEndpoint[]) => nodes.map((n) => (n.host.includes(':') ? `[${n.host}]:${n.port}` : `${n.host}:${n.port}`)).join(',');
+
+  if (rawSentinels !== undefined && rawCluster !== undefined) {
+    throw new ConfigError('REDIS_CLUSTER_NODES', 'cannot be combined with REDIS_SENTINELS: set the one that matches the Redis topology');
+  }
+  if (rawCluster !== undefined) {
+    if (url?.sentinel) throw new ConfigError('REDIS_URL', 'is a redis+sentinel:// URL, but REDIS_CLUSTER_NODES selects a Cluster: give credentials as redis:// or rediss://, or leave REDIS_URL unset');
+    for (const name of ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD']) {
+      if (secret(env, name) !== undefined) throw new ConfigError(name, 'applies to Redis Sentinel, but REDIS_CLUSTER_NODES selects a Cluster');
+    }
+    const nodes = parseEndpoints('REDIS_CLUSTER_NODES', rawCluster, 6379);
+    if (db() !== 0) throw new ConfigError('REDIS_URL', `names database ${db()}, but a Redis Cluster has only database 0`);
+    if (/[{}]/.test(str(env, 'REDIS_KEY_PREFIX', ''))) {
+      throw new ConfigError('REDIS_KEY_PREFIX', 'must not contain "{" or "}" with REDIS_CLUSTER_NODES: the service adds the {<set>} hash tag that keeps a set in one slot');
+    }
+    return {
+      redis: { mode: 'cluster', nodes, ...credentials, db: 0, tls: url?.tls ?? false },
+      redisUrl: rawUrl ?? `redis+cluster://${list(nodes)}`,
+    };
+  }
+  if (rawSentinels !== undefined || url?.sentinel) {
+    const nodes = rawSentinels !== undefined ? parseEndpoints('REDIS_SENTINELS', rawSentinels, 26379) : url!.sentinel!.nodes;
+    const masterName = rawMaster ?? url?.sentinel?.masterName;
+    if (masterName === undefined) throw new ConfigError('REDIS_SENTINEL_MASTER', 'is required with REDIS_SENTINELS (the name of the master the sentinels monitor)');
+    if (/\s/.test(masterName)) throw new ConfigError('REDIS_SENTINEL_MASTER', `"${masterName}" is not a master name`);
+    if (url?.sentinel && url.sentinel.masterName !== masterName) {
+      throw new ConfigError('REDIS_SENTINEL_MASTER', `("${masterName}") differs from the master named in REDIS_URL ("${url.sentinel.masterName}")`);
+    }
+    return {
+      redis: {
+        mode: 'sentinel',
+        nodes,
+        masterName,
+        ...(sentinelPassword !== undefined ? { sentinelPassword } : {}),
+        ...credentials,
+        db: db(),
+        tls: url?.tls ?? false,
+      },
+      redisUrl: rawUrl ?? `redis+sentinel://${list(nodes)}/${encodeURIComponent(masterName)}/${db()}`,
+    };
+  }
+  for (const name of ['REDIS_SENTINEL_MASTER', 'REDIS_SENTINEL_PASSWORD']) {
+    if (secret(env, name) !== undefined) throw new ConfigError(name, 'is set, but no sentinel is: set REDIS_SENTINELS (host:port,...) or a redis+sentinel:// REDIS_URL');
+  }
+  if (rawUrl === undefined || url === undefined) return undefined;
+  return { redis: { mode: 'standalone', url: rawUrl, nodes: [], ...credentials, db: url.db ?? 0, tls: url.tls }, redisUrl: rawUrl };
 }
 
 function envNameForField(field: string): string {

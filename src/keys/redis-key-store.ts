@@ -1,8 +1,9 @@
 // The Redis key store: one hash of records and one meta hash per set, under a hash tag so a set lives in one
 // Cluster slot; every change is a compare-and-swap on the set's generation, done in one Lua script.
 import { randomBytes } from 'node:crypto';
-import { Redis, type Cluster, type RedisOptions } from 'ioredis';
+import { Cluster, Redis, type RedisOptions } from 'ioredis';
 import type { Logger } from 'pino';
+import type { RedisConfig } from '../config.js';
 import { type KeyStore, type StoreState, StoreUnavailableError, checkInvariants } from './key-store.js';
 import type { KeyRecord, StoredKeySet } from './types.js';
 
@@ -161,18 +162,107 @@ async function closeConnection(connection: RedisClient): Promise<void> {
 
 const CLOSE_TIMEOUT_MS = 1000;
 
-/** Connection settings for a store that must fail fast (never queue commands while Redis is away). */
-export function connectRedis(url: string): { client: Redis; subscriber: Redis } {
-  const options: RedisOptions = {
-    lazyConnect: false,
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: 2000,
-    connectTimeout: 2000,
-    retryStrategy: (attempt) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000),
-  };
-  const client = new Redis(url, { ...options, connectionName: 'jwks-signer' });
-  // The subscriber needs its queue: its SUBSCRIBE is issued before the connection is ready.
-  const subscriber = new Redis(url, { ...options, enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined, connectionName: 'jwks-signer-sub' });
-  return { client, subscriber };
+const retryDelay = (attempt: number) => Math.min(100 * 2 ** Math.min(attempt, 5), 2000);
+
+/**
+ * After a failover the old primary, demoted to a replica, answers writes with READONLY while the connection
+ * stays up. Reconnecting makes Sentinel name the new primary. Without an offline queue the failed command is
+ * not replayed: it fails (a StoreUnavailableError for the caller, who retries), and the next one reaches the
+ * new primary.
+ */
+export function reconnectOnReadonly(err: Error): 2 | false {
+  return err.message.startsWith('READONLY') ? 2 : false;
 }
+
+/**
+ * Connections for a store that must fail fast (never queue commands while Redis is away), to one server
+ * (a URL), a Sentinel-managed primary or a Cluster. The subscriber keeps its queue: its SUBSCRIBE is issued
+ * before the connection is ready, and re-issued by ioredis after every reconnection or failover.
+ */
+export function connectRedis(target: string | RedisConfig): { client: RedisClient; subscriber: RedisClient } {
+  const redis: RedisConfig = typeof target === 'string' ? { mode: 'standalone', url: target, nodes: [], db: 0, tls: false } : target;
+  const credentials = { ...(redis.username !== undefined ? { username: redis.username } : {}), ...(redis.password !== undefined ? { password: redis.password } : {}) };
+  const failFast = { enableOfflineQueue: false, maxRetriesPerRequest: 1, commandTimeout: COMMAND_TIMEOUT_MS } as const;
+  const queued = { enableOfflineQueue: true, maxRetriesPerRequest: null, commandTimeout: undefined } as const;
+
+  if (redis.mode === 'cluster') {
+    const client = new Cluster(redis.nodes, {
+      // Reads go to the primaries too: a replica may lag behind a commit, and the CAS relies on fresh reads.
+      scaleReads: 'master',
+      enableOfflineQueue: false,
+      clusterRetryStrategy: retryDelay,
+      slotsRefreshTimeout: COMMAND_TIMEOUT_MS,
+      redisOptions: {
+        ...credentials,
+        ...(redis.tls ? { tls: {} } : {}),
+        connectTimeout: COMMAND_TIMEOUT_MS,
+        maxRetriesPerRequest: 1,
+        commandTimeout: COMMAND_TIMEOUT_MS,
+        connectionName: 'jwks-signer',
+      },
+    });
+    // The subscriber is one plain connection to any node: a PUBLISH reaches every node of a Cluster. (A Cluster
+    // subscriber, in ioredis 5.11, reconnects to a dead node without any delay, hundreds of times a second, for
+    // as long as the cluster is down.) At each retry this one waits and moves on to the next known node.
+    let cursor = 0;
+    const knownNodes = () => {
+      const nodes = [...redis.nodes];
+      for (const node of client.nodes('all')) {
+        const { host, port } = node.options;
+        if (host && port && !nodes.some((n) => n.host === host && n.port === port)) nodes.push({ host, port });
+      }
+      return nodes;
+    };
+    const subscriber: Redis = new Redis({
+      host: redis.nodes[0]!.host,
+      port: redis.nodes[0]!.port,
+      ...credentials,
+      ...(redis.tls ? { tls: {} } : {}),
+      lazyConnect: false,
+      connectTimeout: COMMAND_TIMEOUT_MS,
+      ...queued,
+      connectionName: 'jwks-signer-sub',
+      retryStrategy: (attempt) => {
+        const nodes = knownNodes();
+        const next = nodes[++cursor % nodes.length]!;
+        // Read by ioredis at the next connection attempt.
+        Object.assign(subscriber.options, { host: next.host, port: next.port });
+        return retryDelay(attempt);
+      },
+    });
+    return { client, subscriber };
+  }
+
+  const common: RedisOptions = {
+    lazyConnect: false,
+    connectTimeout: COMMAND_TIMEOUT_MS,
+    retryStrategy: retryDelay,
+    reconnectOnError: reconnectOnReadonly,
+    ...credentials,
+  };
+  if (redis.mode === 'sentinel') {
+    const sentinel: RedisOptions = {
+      ...common,
+      sentinels: redis.nodes,
+      name: redis.masterName!,
+      role: 'master',
+      ...(redis.sentinelPassword !== undefined ? { sentinelPassword: redis.sentinelPassword } : {}),
+      sentinelCommandTimeout: COMMAND_TIMEOUT_MS,
+      sentinelRetryStrategy: retryDelay,
+      db: redis.db,
+      ...(redis.tls ? { tls: {}, enableTLSForSentinelMode: true } : {}),
+    };
+    return {
+      client: new Redis({ ...sentinel, ...failFast, connectionName: 'jwks-signer' }),
+      subscriber: new Redis({ ...sentinel, ...queued, connectionName: 'jwks-signer-sub' }),
+    };
+  }
+  // The URL's own credentials win over `credentials` (ioredis fills options in from the URL first).
+  const url = redis.url!;
+  return {
+    client: new Redis(url, { ...common, ...failFast, connectionName: 'jwks-signer' }),
+    subscriber: new Redis(url, { ...common, ...queued, connectionName: 'jwks-signer-sub' }),
+  };
+}
+
+const COMMAND_TIMEOUT_MS = 2000;

@@ -19,8 +19,6 @@ const release = 'rel';
 const namespace = 'jwks';
 const contract = readContractEnv();
 const PUBLIC_PATHS = ['/.well-known/jwks.json', '/jwks/'];
-// Planned for Redis Sentinel support (a later issue); the chart already renders them.
-const PLANNED_ENV = new Set(['REDIS_SENTINELS', 'REDIS_SENTINEL_MASTER']);
 const SCHEMA_ERROR = "values don't meet the specifications of the schema";
 
 function runHelm(args: string[]) {
@@ -134,7 +132,7 @@ function assertDeployable(docs: Obj[], values: Obj): void {
 
   const names = [...env.keys()];
   for (const [index, name] of names.entries()) {
-    if (isContractEnvName(contract, name) || PLANNED_ENV.has(name)) continue;
+    if (isContractEnvName(contract, name)) continue;
     const laterUse = names.slice(index + 1).some((other) => String(env.get(other)?.value ?? '').includes(`$(${name})`));
     assert.ok(laterUse, `env ${name} is neither in docs/CONTRACT.md nor expanded by a later variable`);
   }
@@ -314,10 +312,7 @@ function podEnvironment(docs: Obj[], configDir: string): Record<string, string> 
 }
 
 for (const [label, file] of cases) {
-  // The service reads REDIS_URL in Sentinel form only from a later issue on; until then this case
-  // is skipped rather than reported as a todo failure.
-  const pending = label === 'sentinel.yaml' && 'REDIS_URL in Sentinel form is not read by the service yet (later issue)';
-  test(`the service's own config loader accepts what the chart renders (${label})`, { skip: skip || pending }, () => {
+  test(`the service's own config loader accepts what the chart renders (${label})`, { skip }, () => {
     const configDir = mkdtempSync(join(tmpdir(), 'jwks-signer-config-'));
     try {
       const values = valuesFor(file);
@@ -326,6 +321,7 @@ for (const [label, file] of cases) {
       assert.equal(config.internalPort, values.ports.internal);
       assert.equal(config.host, '0.0.0.0', 'probes and Services reach the pod address');
       assert.ok(config.redisUrl, 'replicas share a Redis store');
+      assert.equal(config.redis?.mode, label === 'sentinel.yaml' ? 'sentinel' : 'standalone');
       assert.equal(config.devApiToken, undefined, 'replicas share configured API credentials');
       assert.deepEqual([...config.keySets.keys()].sort(), Object.keys(values.keySets).sort());
       assert.equal(config.defaultKeySet, values.defaultKeySet);

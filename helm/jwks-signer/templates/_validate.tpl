@@ -4,11 +4,20 @@
 {{- if eq (int $v.ports.public) (int $v.ports.internal) }}
 {{- fail "ports.public and ports.internal must differ" }}
 {{- end }}
-{{- if and (not $v.redis.url) (or $v.autoscaling.enabled (gt (int $v.replicaCount) 1)) }}
-{{- fail "redis.url is empty: without Redis each replica keeps its own keys; set redis.url or run one replica" }}
+{{- if and (not $v.redis.url) (not $v.redis.sentinel.sentinels) (not $v.redis.cluster.nodes) (or $v.autoscaling.enabled (gt (int $v.replicaCount) 1)) }}
+{{- fail "redis.url is empty: without Redis each replica keeps its own keys; set redis.url (or redis.sentinel / redis.cluster) or run one replica" }}
 {{- end }}
 {{- if and $v.redis.sentinel.sentinels (not $v.redis.sentinel.masterName) }}
 {{- fail "redis.sentinel.masterName is required with redis.sentinel.sentinels" }}
+{{- end }}
+{{- if and $v.redis.sentinel.sentinels $v.redis.cluster.nodes }}
+{{- fail "redis.sentinel.sentinels and redis.cluster.nodes exclude each other: set the one that matches the Redis topology" }}
+{{- end }}
+{{- if and $v.redis.cluster.nodes (hasPrefix "redis+sentinel" (toString $v.redis.url)) }}
+{{- fail "redis.url is a redis+sentinel:// URL, but redis.cluster.nodes selects a Cluster" }}
+{{- end }}
+{{- if and $v.redis.sentinel.authWithRedisPassword (not (include "jwks-signer.redisPasswordSource" .)) }}
+{{- fail "redis.sentinel.authWithRedisPassword needs a Redis password (redis.existingSecret or redis.password)" }}
 {{- end }}
 {{- if and $v.secrets.existingSecret $v.redis.password }}
 {{- fail "with secrets.existingSecret, give the Redis password through redis.existingSecret, not redis.password" }}
