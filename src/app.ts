@@ -11,7 +11,10 @@ import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
 import { connectRedis, createRedisKeyStore } from './keys/redis-key-store.js';
 import { jsonDepth } from './lib/json-depth.js';
 import { loggerOptions } from './logger.js';
+import { type Audit, type AuditSink, createAudit, createMemoryAuditSink, createRedisAuditSink } from './audit.js';
+import { auditRoutes } from './routes/internal/audit.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { registerOpenApi } from './plugins/openapi.js';
 import { registerProblemHandlers } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
@@ -27,6 +30,7 @@ export interface AppDeps {
   clock?: Clock;
   store?: KeyStore;
   metrics?: Metrics;
+  auditSink?: AuditSink;
   onFatal?: (err: Error) => void;
 }
 
@@ -39,24 +43,34 @@ export interface App {
   tokens: TokenService;
   logger: Logger;
   metrics: Metrics;
+  audit: Audit;
   listen(): Promise<{ publicUrl: string; internalUrl: string }>;
   close(): Promise<void>;
 }
 
-function createStore(config: Config, logger: Logger): KeyStore {
-  if (!config.redisUrl) return createMemoryKeyStore();
-  const { client, subscriber } = connectRedis(config.redisUrl);
+function createStore(config: Config, logger: Logger): { store: KeyStore; auditSink: AuditSink } {
+  const target = config.redis ?? config.redisUrl;
+  if (!target) return { store: createMemoryKeyStore(), auditSink: createMemoryAuditSink(config.auditMaxEntries) };
+  const { client, subscriber } = connectRedis(target);
   let lastError: string | undefined;
-  client.on('error', (err: Error) => {
-    if (err.message !== lastError) logger.warn({ err: err.message }, 'redis connection error');
-    lastError = err.message;
-  });
+  // Logged once per kind of error: retry delays in Sentinel's messages would make each one look new.
+  const onError = (err: Error) => {
+    const kind = err.message.replace(/\d+/g, 'N');
+    if (kind !== lastError) logger.warn({ err: err.message }, 'redis connection error');
+    lastError = kind;
+  };
+  client.on('error', onError);
+  client.on('node error', onError);
   client.on('ready', () => {
     if (lastError !== undefined) logger.info('redis connection ready');
     lastError = undefined;
   });
   subscriber.on('error', () => undefined);
-  return createRedisKeyStore({ client, subscriber, prefix: config.redisKeyPrefix, logger });
+  return {
+    store: createRedisKeyStore({ client, subscriber, prefix: config.redisKeyPrefix, logger }),
+    // One stream for every replica, so GET /v1/audit shows what all of them did.
+    auditSink: createRedisAuditSink(client, `${config.redisKeyPrefix}audit`, config.auditMaxEntries),
+  };
 }
 
 function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyServerOptions {
@@ -88,7 +102,8 @@ function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' |
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App> {
   const logger = deps.logger ?? pino(loggerOptions(config.logLevel), deps.logStream);
   const clock = deps.clock ?? systemClock;
-  const store = deps.store ?? createStore(config, logger);
+  const created = deps.store ? undefined : createStore(config, logger);
+  const store = deps.store ?? created!.store;
   const encryption = createKeyEncryption(config.encryptionKeys);
   const metrics = deps.metrics ?? createMetrics(config);
   const keys = createKeyManager({
@@ -97,11 +112,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     encryption,
     logger,
     clock,
-    onEvents: (set, events) => metrics.keyEvents(set, events),
+    onEvents: (set, events) => {
+      metrics.keyEvents(set, events);
+      audit.record({ event: 'key_lifecycle', keySet: set, events }, 'key set changed');
+    },
     onStoreError: (operation) => metrics.storeError(operation),
     ...(deps.onFatal ? { onFatal: deps.onFatal } : {}),
   });
   metrics.observe(keys, store, clock);
+  const auditSink = deps.auditSink ?? created?.auditSink ?? createMemoryAuditSink(config.auditMaxEntries);
+  const audit = createAudit(auditSink, logger, () => metrics.storeError('audit'));
   try {
     await keys.start();
   } catch (err) {
@@ -109,7 +129,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     await store.close();
     throw err;
   }
-  const tokens = createTokenService({ config, keys, logger, clock, metrics });
+  const tokens = createTokenService({ config, keys, logger, clock, metrics, audit });
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
   countResponses(publicApp, metrics, 'public');
@@ -144,11 +164,19 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     parseJson(request, body as string, done);
   });
   registerProblemHandlers(internalApp);
+  await registerOpenApi(internalApp);
   countResponses(internalApp, metrics, 'internal');
   await internalApp.register(healthRoutes(keys, store));
   internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await internalApp.register(async function protectedRoutes(api) {
-    api.addHook('onRequest', authenticate(config.clients, { ...config.authFailureLimit, onLimited: () => metrics.rateLimited('internal') }));
+    api.addHook(
+      'onRequest',
+      authenticate(config.clients, {
+        ...config.authFailureLimit,
+        onLimited: () => metrics.rateLimited('internal'),
+        onLockout: (address) => audit.record({ event: 'auth_lockout', address }, 'internal API: too many failed authentications; address refused for the window'),
+      }),
+    );
     // Per-client limits run after authentication, so they count what each client signs, whatever its address.
     await api.register(rateLimit, {
       global: true,
@@ -165,7 +193,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
       errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
     });
     await api.register(signingRoutes(tokens));
-    await api.register(keyRoutes(config, keys));
+    await api.register(keyRoutes(config, keys, audit));
+    await api.register(auditRoutes(audit));
   });
 
   await Promise.all([publicApp.ready(), internalApp.ready()]);
@@ -180,6 +209,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     tokens,
     logger,
     metrics,
+    audit,
     async listen() {
       const publicUrl = await publicApp.listen({ port: config.port, host: config.host });
       const internalUrl = await internalApp.listen({ port: config.internalPort, host: config.internalHost });

@@ -73,9 +73,12 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
 
   const raw: string[] = [];
   for (const name of await redis.client.keys('*')) {
-    raw.push(name, JSON.stringify((await redis.client.type(name)) === 'hash' ? await redis.client.hgetall(name) : await redis.client.get(name)));
+    const type = await redis.client.type(name);
+    const value = type === 'hash' ? await redis.client.hgetall(name) : type === 'stream' ? await redis.client.xrange(name, '-', '+') : await redis.client.get(name);
+    raw.push(name, JSON.stringify(value));
   }
   assert.ok(material.size >= 14, `saw ${material.size} keys`);
+  assert.ok(raw.includes('jwks-signer:audit'), 'the audit stream was scanned');
   assert.match(responses.at(-1)!, /jwks_signer_signatures_total/, 'the metrics were scanned');
   const haystacks = { responses: responses.join('\n'), logs: ctx.logs.join('\n'), redis: raw.join('\n') };
   assert.ok(ctx.logs.length > 50, 'trace logging produced lines to scan');

@@ -187,8 +187,8 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
         throw new StoreUnavailableError(`key set ${set} changed during the update (lock expired?); retry`);
       }
       const view = apply(cfg, next)!;
-      logger.info({ audit: 'key_lifecycle', keySet: set, generation: next.generation, events: result.events }, 'key set changed');
-      onEvents?.(set, result.events);
+      if (onEvents) onEvents(set, result.events);
+      else logger.info({ audit: 'key_lifecycle', keySet: set, generation: next.generation, events: result.events }, 'key set changed');
       await store.publish(set, next.generation).catch((err: Error) => logger.warn({ keySet: set, err: err.message }, 'publish failed; replicas poll'));
       return { changed: true, events: result.events, view };
     });

@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import type { Allow, ClientPolicy, Config, Scope } from '../config.js';
 import { Errors } from '../errors.js';
 import type { Clock, KeyManager } from '../keys/key-manager.js';
+import type { Audit, AuditEntry } from '../audit.js';
 import type { Metrics } from '../metrics.js';
 import { thumbprint } from '../keys/certificates.js';
 import { signCompact } from '../keys/signer.js';
@@ -69,9 +70,11 @@ export interface TokenServiceOptions {
   logger: Logger;
   clock: Clock;
   metrics?: Pick<Metrics, 'signed'>;
+  audit?: Pick<Audit, 'record'>;
 }
 
-export function createTokenService({ config, keys, logger, clock, metrics }: TokenServiceOptions) {
+export function createTokenService({ config, keys, logger, clock, metrics, audit }: TokenServiceOptions) {
+  const recordAudit = (entry: AuditEntry) => (audit ? audit.record(entry, 'signed') : logger.info({ audit: entry.event, ...entry, event: undefined }, 'signed'));
   function resolveSet(client: ClientPolicy, requested: string | undefined): string {
     const set = requested ?? config.defaultKeySet;
     if (!config.keySets.has(set)) throw Errors.unknownKeySet(`key set "${set}" is not configured`);
@@ -97,11 +100,11 @@ export function createTokenService({ config, keys, logger, clock, metrics }: Tok
     kind: 'assertion' | 'jwt',
   ): Promise<SignedToken> {
     const started = performance.now();
-    const { record, key } = await keys.signingKey(set);
-    const header: { kid: string; typ: string; x5t?: string; 'x5t#S256'?: string } = { kid: record.kid, typ };
+    const { record: signingRecord, key } = await keys.signingKey(set);
+    const header: { kid: string; typ: string; x5t?: string; 'x5t#S256'?: string } = { kid: signingRecord.kid, typ };
     if (x5t !== undefined) {
-      if (!record.certificate) throw Errors.certificateUnavailable(`key ${record.kid} of key set ${set} has no certificate`);
-      const der = Buffer.from(record.certificate, 'base64');
+      if (!signingRecord.certificate) throw Errors.certificateUnavailable(`key ${signingRecord.kid} of key set ${set} has no certificate`);
+      const der = Buffer.from(signingRecord.certificate, 'base64');
       if (x5t === 'x5t') header.x5t = thumbprint(der, 'sha1');
       else header['x5t#S256'] = thumbprint(der, 'sha256');
     }
@@ -109,14 +112,11 @@ export function createTokenService({ config, keys, logger, clock, metrics }: Tok
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
     const payload = { ...claims, iat, nbf: iat, exp, jti };
-    const token = await signCompact(record.alg, key, header as { kid: string; typ: string }, payload);
+    const token = await signCompact(signingRecord.alg, key, header as { kid: string; typ: string }, payload);
     if (token.length > MAX_TOKEN_LENGTH) throw Errors.tokenTooLarge(`the token would be ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH}`);
-    logger.info(
-      { audit: 'sign', client: client.name, keySet: set, kid: record.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp },
-      'signed',
-    );
-    metrics?.signed(set, record.alg, client.name, kind, (performance.now() - started) / 1000);
-    return { token, kid: record.kid, alg: record.alg, jti, expiresAt: exp };
+    recordAudit({ event: 'sign', client: client.name, keySet: set, kid: signingRecord.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp });
+    metrics?.signed(set, signingRecord.alg, client.name, kind, (performance.now() - started) / 1000);
+    return { token, kid: signingRecord.kid, alg: signingRecord.alg, jti, expiresAt: exp };
   }
 
   return {

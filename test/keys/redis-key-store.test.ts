@@ -30,7 +30,9 @@ async function rawDump(prefix: string): Promise<Record<string, Record<string, st
   const out: Record<string, Record<string, string>> = {};
   for (const name of names) {
     const type = await redis.client.type(name);
-    out[name] = type === 'hash' ? await redis.client.hgetall(name) : { value: String(await redis.client.get(name)) };
+    if (type === 'hash') out[name] = await redis.client.hgetall(name);
+    else if (type === 'stream') out[name] = { entries: JSON.stringify(await redis.client.xrange(name, '-', '+')) };
+    else out[name] = { value: String(await redis.client.get(name)) };
   }
   return out;
 }
@@ -56,7 +58,7 @@ test('keys live under the prefix with a hash tag per set; raw values hold no pri
   const { app } = await buildTestApp(env(prefix));
   t.after(() => app.close());
   const dump = await rawDump(prefix);
-  assert.deepEqual(Object.keys(dump), [`${prefix}{default}:keys`, `${prefix}{default}:meta`]);
+  assert.deepEqual(Object.keys(dump), [`${prefix}audit`, `${prefix}{default}:keys`, `${prefix}{default}:meta`], 'the set and the audit stream');
   const text = JSON.stringify(dump);
   assert.doesNotMatch(text, /PRIVATE KEY|-----BEGIN/);
   const encryption = createKeyEncryption([{ id: 'test', key: Buffer.from(TEST_KEK.slice('test:'.length), 'base64') }]);

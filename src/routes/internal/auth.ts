@@ -25,6 +25,8 @@ export interface AuthFailureLimit {
   max: number;
   windowMs: number;
   onLimited?: () => void;
+  /** Told once per address when it reaches the limit (the audit trail records it). */
+  onLockout?: (address: string) => void;
 }
 
 /** Authenticates every request; an address that keeps presenting bad tokens is refused for a while (429). */
@@ -43,7 +45,10 @@ export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailur
     const seen = failures.get(request.ip);
     if (seen) seen.count += 1;
     else failures.set(request.ip, { count: 1 });
-    if ((seen?.count ?? 1) === limit.max) request.log.warn({ audit: 'auth_lockout', address: request.ip }, 'internal API: too many failed authentications; address refused for the window');
+    if ((seen?.count ?? 1) === limit.max) {
+      if (limit.onLockout) limit.onLockout(request.ip);
+      else request.log.warn({ audit: 'auth_lockout', address: request.ip }, 'internal API: too many failed authentications');
+    }
   }
 
   return async function authenticateRequest(request: FastifyRequest): Promise<void> {

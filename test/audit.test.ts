@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { bearer, buildTestApp } from './helpers/app.js';
+import { TOKENS, clientsFile } from './helpers/clients.js';
+
+test('audit: every signature, admin action, key event and lockout, newest first, paged; admin only', async (t) => {
+  const { app, logs } = await buildTestApp({ API_CLIENTS_FILE: clientsFile(), KEY_ALG: 'ES256', AUTH_FAILURE_LIMIT: '2' });
+  t.after(() => app.close());
+  for (let i = 0; i < 3; i++) {
+    const res = await app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: { client_id: `c${i}`, audience: 'https://a/token' } });
+    assert.equal(res.statusCode, 200);
+  }
+  await app.internal.inject({ method: 'POST', url: '/v1/keys/rotate', headers: bearer(TOKENS.admin), payload: { force: true } });
+  for (let i = 0; i < 2; i++) await app.internal.inject({ url: '/v1/keys', headers: { authorization: 'Bearer nope' }, remoteAddress: '10.1.1.1' });
+
+  const res = await app.internal.inject({ url: '/v1/audit?count=100', headers: bearer(TOKENS.admin) });
+  assert.equal(res.statusCode, 200, res.body);
+  const { entries } = res.json() as { entries: Array<Record<string, unknown>> };
+  const events = entries.map((e) => e.event);
+  assert.deepEqual(events.slice(0, 3), ['auth_lockout', 'admin_rotate', 'key_lifecycle'], 'newest first');
+  assert.equal(events.filter((e) => e === 'sign').length, 3);
+  const sign = entries.find((e) => e.event === 'sign' && e.iss === 'c0')!;
+  for (const field of ['client', 'keySet', 'kid', 'jti', 'iss', 'sub', 'aud', 'exp', 'id', 'time']) assert.ok(field in sign, `sign entry has ${field}`);
+  assert.equal(sign.client, 'broad');
+  assert.equal(entries.find((e) => e.event === 'auth_lockout')!.address, '10.1.1.1');
+  assert.equal(logs.filter((l) => l.includes('"audit":"sign"')).length, 3, 'and in the logs');
+
+  const page1 = (await app.internal.inject({ url: '/v1/audit?count=2', headers: bearer(TOKENS.admin) })).json();
+  assert.equal(page1.entries.length, 2);
+  const page2 = (await app.internal.inject({ url: `/v1/audit?count=2&before=${page1.next_before}`, headers: bearer(TOKENS.admin) })).json();
+  assert.deepEqual(page2.entries.map((e: { id: string }) => e.id), entries.slice(2, 4).map((e) => e.id));
+
+  assert.equal((await app.internal.inject({ url: '/v1/audit', headers: bearer(TOKENS.broad) })).json().code, 'scope_denied');
+  assert.equal((await app.internal.inject({ url: '/v1/audit?count=5000', headers: bearer(TOKENS.admin) })).json().code, 'invalid_request');
+  assert.equal((await app.internal.inject({ url: '/v1/audit?before=x', headers: bearer(TOKENS.admin) })).json().code, 'invalid_request');
+});
+
+test('audit: the ring buffer keeps the newest AUDIT_MAX_ENTRIES entries', async (t) => {
+  const { app } = await buildTestApp({ API_CLIENTS_FILE: clientsFile(), KEY_ALG: 'ES256', AUDIT_MAX_ENTRIES: '100' });
+  t.after(() => app.close());
+  for (let i = 0; i < 120; i++) {
+    await app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: { client_id: `c${i}`, audience: 'a' } });
+  }
+  const { entries } = (await app.internal.inject({ url: '/v1/audit?count=1000', headers: bearer(TOKENS.admin) })).json();
+  assert.equal(entries.length, 100);
+  assert.equal(entries[0].iss, 'c119');
+});
+
+test('audit on Redis: one stream for all replicas, paged, and signing goes on when the stream cannot be written', async (t) => {
+  const { startRedis } = await import('./helpers/redis.js');
+  const redis = await startRedis();
+  t.after(() => redis.close());
+  const env = { REDIS_URL: redis.url, API_CLIENTS_FILE: clientsFile(), KEY_ALG: 'ES256' };
+  const a = await buildTestApp(env);
+  const b = await buildTestApp(env);
+  t.after(() => Promise.all([a.app.close(), b.app.close()]));
+  for (const [app, iss] of [[a.app, 'from-a'], [b.app, 'from-b'], [a.app, 'from-a2']] as const) {
+    await app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: { client_id: iss, audience: 'a' } });
+  }
+  const deadline = Date.now() + 2000;
+  let entries: Array<Record<string, unknown>> = [];
+  while (Date.now() < deadline) {
+    entries = (await b.app.internal.inject({ url: '/v1/audit', headers: bearer(TOKENS.admin) })).json().entries;
+    if (entries.filter((e) => e.event === 'sign').length === 3) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(entries.filter((e) => e.event === 'sign').map((e) => e.iss), ['from-a2', 'from-b', 'from-a'], 'both replicas, newest first');
+  assert.equal(await redis.client.type('jwks-signer:audit'), 'stream');
+  const page = (await a.app.internal.inject({ url: '/v1/audit?count=1', headers: bearer(TOKENS.admin) })).json();
+  const next = (await a.app.internal.inject({ url: `/v1/audit?count=1&before=${page.next_before}`, headers: bearer(TOKENS.admin) })).json();
+  assert.equal(next.entries[0].id, entries[1]!.id);
+
+  await redis.stop();
+  const waitDown = Date.now() + 5000;
+  while (a.app.store.state() !== 'down' && Date.now() < waitDown) await new Promise((r) => setTimeout(r, 20));
+  const signed = await a.app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: { client_id: 'during-outage', audience: 'a' } });
+  assert.equal(signed.statusCode, 200, 'an unwritable audit stream does not stop signing');
+  assert.ok(a.logs.some((l) => l.includes('"audit":"sign"') && l.includes('during-outage')), 'the log line is still written');
+  const unreadable = await a.app.internal.inject({ url: '/v1/audit', headers: bearer(TOKENS.admin) });
+  assert.equal(unreadable.json().code, 'store_unavailable');
+});
