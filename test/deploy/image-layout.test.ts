@@ -711,7 +711,8 @@ test('the image runtime layout, reproduced from the Dockerfile without Docker', 
     const app = hostPath(runtime.root, runtime.workdir);
     const files = walk(runtime.root);
     const outsideModules = files.filter((p) => !/(^|\/)node_modules(\/|$)/.test(p));
-    assert.deepEqual(outsideModules.filter((p) => /\.(ts|mts|cts|tsx)$/.test(p)), [], 'no TypeScript sources');
+    // Declarations (.d.ts) come with the compiled output for the package's TypeScript users; sources must not.
+    assert.deepEqual(outsideModules.filter((p) => /\.(ts|mts|cts|tsx)$/.test(p) && !/\.d\.(ts|mts|cts)$/.test(p)), [], 'no TypeScript sources');
     assert.deepEqual(outsideModules.filter((p) => /(^|\/)(src|test|tests)(\/|$)|(^|\/)tsconfig[^/]*\.json$|(^|\/)\.env/.test(p)), [], 'no src/, test/, tsconfig or .env');
 
     const lock = JSON.parse(readFileSync(join(app, 'package-lock.json'), 'utf8')) as {

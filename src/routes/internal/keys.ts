@@ -2,6 +2,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { ClientPolicy, Config } from '../../config.js';
 import { Errors } from '../../errors.js';
+import type { Audit } from '../../audit.js';
 import type { KeyManager, KeySetView } from '../../keys/key-manager.js';
 import type { KeyRecord } from '../../keys/types.js';
 import { allows, requireKeySet, requireScope } from '../../signing/token-service.js';
@@ -43,7 +44,47 @@ export function describeSet(view: KeySetView) {
   };
 }
 
-export function keyRoutes(config: Config, keys: KeyManager) {
+const docs = {
+  list: {
+    summary: 'List the key sets',
+    description: 'Every key set the client may administer (or the one named), with its keys, states, timestamps and public JWKs (scope `admin`).',
+    tags: ['keys'],
+  },
+  rotate: {
+    summary: 'Rotate a key set',
+    description:
+      'The next key becomes active (scope `admin`). Refused with 409 `next_key_not_ready` while the next key has been published for ' +
+      'less than the pre-publish period, unless `force`. With `if_active_kid`, nothing happens unless that key is still the active ' +
+      'one, so a retried request rotates once.',
+    tags: ['keys'],
+  },
+  revoke: {
+    summary: 'Revoke a key',
+    description:
+      'The key leaves the JWKS at once and never signs again: its private key is deleted (scope `admin`). Revoking the active key ' +
+      'promotes the next key at once. Without `key_set`, the set holding the key is found.',
+    tags: ['keys'],
+  },
+  certificate: {
+    summary: "Download a key's certificate",
+    description: "The key's X.509 certificate as PEM, for consumers that take certificate uploads (any client allowed the key set).",
+    tags: ['keys'],
+  },
+  import: {
+    summary: 'Import a private key',
+    description:
+      'Adds an existing private key (PEM or base64 PKCS#12), so that an application registered with it keeps working (scope ' +
+      '`admin`). `state: active` (default) signs at once and retires the active key; `next` replaces the next key.',
+    tags: ['keys'],
+  },
+  reencrypt: {
+    summary: 'Re-encrypt the stored keys',
+    description: 'Re-encrypts every stored private key under the first KEY_ENCRYPTION_KEYS key (scope `admin`, a client allowed every key set). Idempotent.',
+    tags: ['keys'],
+  },
+};
+
+export function keyRoutes(config: Config, keys: KeyManager, audit: Audit) {
   function adminFor(client: ClientPolicy, set: string): void {
     requireScope(client, 'admin');
     if (!config.keySets.has(set)) throw Errors.unknownKeySet(`key set "${set}" is not configured`);
@@ -65,7 +106,7 @@ export function keyRoutes(config: Config, keys: KeyManager) {
   return async function register(app: FastifyInstance): Promise<void> {
     app.get<{ Params: { kid: string }; Querystring: { key_set?: string } }>(
       '/v1/keys/:kid/certificate',
-      { schema: { params: KidParamsSchema, querystring: CertificateQuerySchema } },
+      { schema: { ...docs.certificate, params: KidParamsSchema, querystring: CertificateQuerySchema } },
       async (request, reply) => {
         const client = request.apiClient;
         const set = setHolding(client, request.params.kid, request.query.key_set);
@@ -81,25 +122,25 @@ export function keyRoutes(config: Config, keys: KeyManager) {
       },
     );
 
-    app.post('/v1/keys/reencrypt', async (request) => {
+    app.post('/v1/keys/reencrypt', { schema: docs.reencrypt }, async (request) => {
       const client = request.apiClient;
       requireScope(client, 'admin');
       if (client.keySets !== '*') throw Errors.keySetDenied('re-encryption covers every key set: it needs a client allowed all of them');
       const results = await keys.reencrypt();
-      request.log.warn({ audit: 'admin_reencrypt', client: client.name, results }, 'stored keys re-encrypted');
+      audit.record({ event: 'admin_reencrypt', client: client.name, results }, 'stored keys re-encrypted');
       return { encryption_key: config.encryptionKeys[0]!.id, key_sets: results.map((r) => ({ key_set: r.keySet, reencrypted: r.reencrypted })) };
     });
 
-    app.post<{ Body: ImportBody }>('/v1/keys/import', { schema: { body: ImportBodySchema } }, async (request) => {
+    app.post<{ Body: ImportBody }>('/v1/keys/import', { schema: { ...docs.import, body: ImportBodySchema } }, async (request) => {
       const set = request.body.key_set ?? config.defaultKeySet;
       adminFor(request.apiClient, set);
       const imported = readImport(request.body, config.keySets.get(set)!.alg);
       const result = await keys.importKey(set, imported, request.body.state ?? 'active');
-      request.log.warn({ audit: 'admin_import', client: request.apiClient.name, keySet: set, kid: result.kid, events: result.events }, 'key imported');
+      audit.record({ event: 'admin_import', client: request.apiClient.name, keySet: set, kid: result.kid, events: result.events }, 'key imported');
       return { imported_kid: result.kid, events: result.events, ...describeSet(result.view) };
     });
 
-    app.get<{ Querystring: { key_set?: string } }>('/v1/keys', { schema: { querystring: KeysQuerySchema } }, async (request) => {
+    app.get<{ Querystring: { key_set?: string } }>('/v1/keys', { schema: { ...docs.list, querystring: KeysQuerySchema } }, async (request) => {
       const client = request.apiClient;
       requireScope(client, 'admin');
       if (request.query.key_set !== undefined) {
@@ -112,7 +153,7 @@ export function keyRoutes(config: Config, keys: KeyManager) {
 
     app.post<{ Body: RotateBody }>(
       '/v1/keys/rotate',
-      { schema: { body: RotateBodySchema }, preValidation: async (request) => void (request.body ??= {}) },
+      { schema: { ...docs.rotate, body: RotateBodySchema }, preValidation: async (request) => void (request.body ??= {}) },
       async (request) => {
         const set = request.body.key_set ?? config.defaultKeySet;
         adminFor(request.apiClient, set);
@@ -120,14 +161,14 @@ export function keyRoutes(config: Config, keys: KeyManager) {
           force: request.body.force ?? false,
           ...(request.body.if_active_kid !== undefined ? { ifActiveKid: request.body.if_active_kid } : {}),
         });
-        request.log.info({ audit: 'admin_rotate', client: request.apiClient.name, keySet: set, events: result.events }, 'rotation requested');
+        audit.record({ event: 'admin_rotate', client: request.apiClient.name, keySet: set, events: result.events }, 'rotation requested');
         return { rotated: result.changed, events: result.events, ...describeSet(result.view) };
       },
     );
 
     app.post<{ Params: { kid: string }; Body: RevokeBody }>(
       '/v1/keys/:kid/revoke',
-      { schema: { params: KidParamsSchema, body: RevokeBodySchema }, preValidation: async (request) => void (request.body ??= {}) },
+      { schema: { ...docs.revoke, params: KidParamsSchema, body: RevokeBodySchema }, preValidation: async (request) => void (request.body ??= {}) },
       async (request) => {
         const client = request.apiClient;
         requireScope(client, 'admin');
@@ -135,7 +176,7 @@ export function keyRoutes(config: Config, keys: KeyManager) {
         const set = setHolding(client, kid, request.body.key_set);
         adminFor(client, set);
         const result = await keys.revoke(set, kid);
-        request.log.warn({ audit: 'admin_revoke', client: client.name, keySet: set, kid, events: result.events }, 'key revoked');
+        audit.record({ event: 'admin_revoke', client: client.name, keySet: set, kid, events: result.events }, 'key revoked');
         return { revoked: result.changed, events: result.events, ...describeSet(result.view) };
       },
     );

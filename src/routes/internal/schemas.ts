@@ -1,6 +1,8 @@
 // Request and response schemas of the internal API (validated by Fastify; unknown fields are refused).
 import { Type, type Static } from '@sinclair/typebox';
-import { TYPS } from '../../signing/token-service.js';
+import { ALGORITHMS, type Algorithm } from '../../config.js';
+import type { KeyState } from '../../keys/types.js';
+import { CLIENT_ASSERTION_TYPE, TYPS } from '../../signing/token-service.js';
 
 const KeySetName = Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' });
 const Ttl = Type.Integer({ minimum: 1, maximum: 86_400, description: 'lifetime in seconds' });
@@ -66,3 +68,105 @@ export type ImportBody = Static<typeof ImportBodySchema>;
 export const CertificateQuerySchema = Type.Object({ key_set: Type.Optional(KeySetName) }, { additionalProperties: false });
 
 export const KidParamsSchema = Type.Object({ kid: Type.String({ pattern: '^[A-Za-z0-9_-]{1,128}$' }) });
+
+const Alg = Type.Unsafe<Algorithm>(Type.String({ enum: [...ALGORITHMS] }));
+const IsoTime = Type.String({ format: 'date-time' });
+const Events = Type.Array(Type.String(), { description: 'what changed, e.g. "activated <kid>", "retired <kid>", "revoked <kid>"' });
+
+export const AssertionResponseSchema = Type.Object(
+  {
+    client_assertion: Type.String({ description: 'the signed JWT, for the client_assertion form field' }),
+    client_assertion_type: Type.Literal(CLIENT_ASSERTION_TYPE),
+    kid: Type.String(),
+    alg: Alg,
+    jti: Type.String({ format: 'uuid' }),
+    expires_at: Type.Integer({ description: 'exp, in seconds since the epoch' }),
+  },
+  { additionalProperties: false },
+);
+export type AssertionResponse = Static<typeof AssertionResponseSchema>;
+
+export const JwtResponseSchema = Type.Object(
+  {
+    jwt: Type.String({ description: 'the signed JWT' }),
+    kid: Type.String(),
+    alg: Alg,
+    jti: Type.String({ format: 'uuid' }),
+    expires_at: Type.Integer({ description: 'exp, in seconds since the epoch' }),
+  },
+  { additionalProperties: false },
+);
+export type JwtResponse = Static<typeof JwtResponseSchema>;
+
+export const PublicJwkSchema = Type.Object(
+  {
+    kty: Type.String(),
+    kid: Type.String(),
+    use: Type.Literal('sig'),
+    alg: Alg,
+    n: Type.Optional(Type.String()),
+    e: Type.Optional(Type.String()),
+    crv: Type.Optional(Type.String()),
+    x: Type.Optional(Type.String()),
+    y: Type.Optional(Type.String()),
+    x5c: Type.Optional(Type.Array(Type.String())),
+    'x5t#S256': Type.Optional(Type.String()),
+  },
+  { additionalProperties: false },
+);
+
+export const KeyDescriptionSchema = Type.Object(
+  {
+    kid: Type.String(),
+    state: Type.Unsafe<KeyState>(Type.String({ enum: ['next', 'active', 'retired', 'revoked'] })),
+    alg: Alg,
+    published: Type.Boolean({ description: 'in the JWKS: every state but revoked' }),
+    created_at: IsoTime,
+    activated_at: Type.Optional(IsoTime),
+    retired_at: Type.Optional(IsoTime),
+    revoked_at: Type.Optional(IsoTime),
+    deleted_at: Type.Optional(Type.String({ format: 'date-time', description: 'when a retired or revoked key leaves the store' })),
+    public_jwk: PublicJwkSchema,
+    has_certificate: Type.Boolean(),
+  },
+  { additionalProperties: false },
+);
+
+const KeySetDescription = {
+  key_set: Type.String(),
+  alg: Alg,
+  generation: Type.Integer({ description: 'incremented by every committed change of the set' }),
+  updated_at: IsoTime,
+  active_kid: Type.String(),
+  next_rotation_at: Type.Optional(IsoTime),
+  keys: Type.Array(KeyDescriptionSchema, { description: 'active, next, retired and revoked keys' }),
+};
+export const KeySetDescriptionSchema = Type.Object(KeySetDescription, { additionalProperties: false });
+export type KeySetDescription = Static<typeof KeySetDescriptionSchema>;
+
+export const KeysResponseSchema = Type.Object({ key_sets: Type.Array(KeySetDescriptionSchema) }, { additionalProperties: false });
+export type KeysResponse = Static<typeof KeysResponseSchema>;
+
+export const RotateResponseSchema = Type.Object(
+  { rotated: Type.Boolean({ description: 'false when nothing changed (if_active_kid no longer active)' }), events: Events, ...KeySetDescription },
+  { additionalProperties: false },
+);
+export type RotateResponse = Static<typeof RotateResponseSchema>;
+
+export const RevokeResponseSchema = Type.Object(
+  { revoked: Type.Boolean({ description: 'false when the key was already revoked' }), events: Events, ...KeySetDescription },
+  { additionalProperties: false },
+);
+export type RevokeResponse = Static<typeof RevokeResponseSchema>;
+
+export const ImportResponseSchema = Type.Object({ imported_kid: Type.String(), events: Events, ...KeySetDescription }, { additionalProperties: false });
+export type ImportResponse = Static<typeof ImportResponseSchema>;
+
+export const ReencryptResponseSchema = Type.Object(
+  {
+    encryption_key: Type.String({ description: 'id of the KEY_ENCRYPTION_KEYS key that now encrypts every stored key' }),
+    key_sets: Type.Array(Type.Object({ key_set: Type.String(), reencrypted: Type.Integer({ description: 'keys re-encrypted by this call' }) }, { additionalProperties: false })),
+  },
+  { additionalProperties: false },
+);
+export type ReencryptResponse = Static<typeof ReencryptResponseSchema>;

@@ -1,0 +1,188 @@
+// The jwks-signer command: `serve` runs the service; `keys` and `assertion` call a running service's internal API.
+import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { createClient, type ImportRequest, JwksSignerError, type JwksSignerClient } from '../client.js';
+import { keySet } from './format.js';
+
+export const EXIT = { ok: 0, failed: 1, usage: 2 } as const;
+
+class UsageError extends Error {}
+
+interface GlobalOptions {
+  url: string;
+  token?: string;
+  json?: boolean;
+}
+
+function version(): string {
+  try {
+    return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  } catch {
+    return '0.0.0';
+  }
+}
+
+function seconds(value: string): number {
+  if (!/^\d+$/.test(value)) throw new InvalidArgumentError('a whole number of seconds is expected');
+  return Number(value);
+}
+
+const print = (text: string) => void process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+const printJson = (value: unknown) => print(JSON.stringify(value, null, 2));
+
+function connect(command: Command): { client: JwksSignerClient; json: boolean } {
+  const { url, token, json } = command.optsWithGlobals<GlobalOptions>();
+  if (!token) throw new UsageError('an API token is required: set JWKS_SIGNER_TOKEN (or pass --token)');
+  try {
+    return { client: createClient({ url, token }), json: json === true };
+  } catch {
+    throw new UsageError(`--url "${url}" is not a URL`);
+  }
+}
+
+async function readInput(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    throw new UsageError(`cannot read the ${what} ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+}
+
+export function createProgram(): Command {
+  const program = new Command('jwks-signer')
+    .description('JWKS publisher and JWT signer: run the service, or administer a running one through its internal API')
+    .version(version())
+    .exitOverride()
+    .addOption(new Option('--url <url>', "the internal API's base URL").env('JWKS_SIGNER_URL').default('http://localhost:8081'))
+    .addOption(new Option('--token <token>', 'API token (prefer the variable: arguments are visible to other users)').env('JWKS_SIGNER_TOKEN'))
+    .option('--json', 'print JSON, for scripts');
+
+  program
+    .command('serve')
+    .description('run the service, configured by environment variables (as `node dist/server.js`)')
+    .action(async () => {
+      await import('../server.js');
+    });
+
+  const keys = program.command('keys').description('administer the keys (scope admin)');
+
+  keys
+    .command('list')
+    .description('list the key sets with their keys, states and timestamps')
+    .option('--key-set <name>', 'only this key set')
+    .action(async (options: { keySet?: string }, command: Command) => {
+      const { client, json } = connect(command);
+      const result = await client.keys.list(options.keySet === undefined ? {} : { key_set: options.keySet });
+      if (json) return printJson(result);
+      print(result.key_sets.map(keySet).join('\n') || 'no key set');
+    });
+
+  keys
+    .command('rotate')
+    .description('make the next key active')
+    .option('--key-set <name>', 'the key set (default: the default set)')
+    .option('--force', 'rotate although the next key has been published for less than the pre-publish period')
+    .option('--if-active-kid <kid>', 'rotate only if this key is still the active one (safe to retry)')
+    .action(async (options: { keySet?: string; force?: boolean; ifActiveKid?: string }, command: Command) => {
+      const { client, json } = connect(command);
+      const result = await client.keys.rotate({
+        ...(options.keySet !== undefined ? { key_set: options.keySet } : {}),
+        ...(options.force ? { force: true } : {}),
+        ...(options.ifActiveKid !== undefined ? { if_active_kid: options.ifActiveKid } : {}),
+      });
+      if (json) return printJson(result);
+      print(result.rotated ? `rotated key set ${result.key_set}: ${result.events.join(', ')}` : `key set ${result.key_set} unchanged: ${options.ifActiveKid} is no longer the active key`);
+      print(`\n${keySet(result)}`);
+    });
+
+  keys
+    .command('revoke')
+    .description('remove a key from the JWKS at once; it never signs again')
+    .argument('<kid>', 'the key id')
+    .option('--key-set <name>', 'the key set (default: the one holding the key)')
+    .action(async (kid: string, options: { keySet?: string }, command: Command) => {
+      const { client, json } = connect(command);
+      const result = await client.keys.revoke(kid, options.keySet === undefined ? {} : { key_set: options.keySet });
+      if (json) return printJson(result);
+      print(result.revoked ? `revoked in key set ${result.key_set}: ${result.events.join(', ')}` : `${kid} was already revoked`);
+      print(`\n${keySet(result)}`);
+    });
+
+  keys
+    .command('import')
+    .description('add an existing private key: a PEM file (PKCS#8, PKCS#1, SEC1) or a PKCS#12 file')
+    .argument('<file>', 'the key file')
+    .addOption(new Option('--password <password>', 'password of an encrypted key or of the PKCS#12 file').env('JWKS_SIGNER_KEY_PASSWORD'))
+    .option('--certificate <file>', "the key's PEM certificate, if consumers hold it (x5t values stay valid)")
+    .option('--next', 'import as the next key instead of the active one')
+    .option('--key-set <name>', 'the key set (default: the default set)')
+    .action(async (file: string, options: { password?: string; certificate?: string; next?: boolean; keySet?: string }, command: Command) => {
+      const { client, json } = connect(command);
+      const content = await readInput(file, 'key file');
+      const text = content.toString('utf8');
+      const request: ImportRequest = text.includes('-----BEGIN ') ? { private_key: text } : { pkcs12: content.toString('base64') };
+      if (options.password !== undefined) request.password = options.password;
+      if (options.certificate !== undefined) request.certificate = (await readInput(options.certificate, 'certificate')).toString('utf8');
+      if (options.next) request.state = 'next';
+      if (options.keySet !== undefined) request.key_set = options.keySet;
+      const result = await client.keys.import(request);
+      if (json) return printJson(result);
+      print(`imported ${result.imported_kid} into key set ${result.key_set}: ${result.events.join(', ')}`);
+      print(`\n${keySet(result)}`);
+    });
+
+  program
+    .command('assertion')
+    .description('sign a client assertion (RFC 7523 private_key_jwt) and print it')
+    .requiredOption('--client-id <id>', 'the OAuth client id (iss, and sub unless --subject)')
+    .requiredOption('--audience <url>', "the token endpoint, exactly as the server expects it (aud)")
+    .option('--subject <sub>', 'sub, when it differs from the client id')
+    .option('--ttl <seconds>', 'lifetime in seconds', seconds)
+    .option('--key-set <name>', 'the key set (default: the default set)')
+    .addOption(new Option('--typ <typ>', 'the typ header').choices(['JWT', 'client-authentication+jwt']))
+    .addOption(new Option('--x5t <header>', 'add the certificate thumbprint header').choices(['x5t', 'x5t#S256']))
+    .option('--decode', 'also print the decoded header and claims')
+    .action(async (options: { clientId: string; audience: string; subject?: string; ttl?: number; keySet?: string; typ?: 'JWT' | 'client-authentication+jwt'; x5t?: 'x5t' | 'x5t#S256'; decode?: boolean }, command: Command) => {
+      const { client, json } = connect(command);
+      const result = await client.assertion({
+        client_id: options.clientId,
+        audience: options.audience,
+        ...(options.subject !== undefined ? { subject: options.subject } : {}),
+        ...(options.ttl !== undefined ? { ttl: options.ttl } : {}),
+        ...(options.keySet !== undefined ? { key_set: options.keySet } : {}),
+        ...(options.typ !== undefined ? { typ: options.typ } : {}),
+        ...(options.x5t !== undefined ? { x5t: options.x5t } : {}),
+      });
+      const decoded = options.decode ? { header: decodeProtectedHeader(result.client_assertion), claims: decodeJwt(result.client_assertion) } : undefined;
+      if (json) return printJson({ ...result, ...decoded });
+      print(result.client_assertion);
+      if (decoded) print(`\nheader:\n${JSON.stringify(decoded.header, null, 2)}\n\nclaims:\n${JSON.stringify(decoded.claims, null, 2)}`);
+    });
+
+  return program;
+}
+
+/** Runs the command and answers its exit code: 0 done, 1 the operation failed, 2 a usage error. */
+export async function run(argv: readonly string[]): Promise<number> {
+  const program = createProgram();
+  try {
+    await program.parseAsync([...argv], { from: 'user' });
+    return EXIT.ok;
+  } catch (err) {
+    // Commander has already printed its message (or the help it was asked for).
+    if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    if (err instanceof UsageError) {
+      process.stderr.write(`jwks-signer: ${err.message}\n`);
+      return EXIT.usage;
+    }
+    if (err instanceof JwksSignerError) {
+      if (program.opts<GlobalOptions>().json) printJson(err.problem ?? { code: err.code, detail: err.message });
+      process.stderr.write(`jwks-signer: ${err.code}: ${err.message}\n`);
+      return EXIT.failed;
+    }
+    process.stderr.write(`jwks-signer: ${err instanceof Error ? err.message : String(err)}\n`);
+    return EXIT.failed;
+  }
+}
