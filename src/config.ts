@@ -149,6 +149,8 @@ export interface Config {
   rateLimit: { max: number; windowMs: number };
   jwks: { maxAgeMs: number; staleWhileRevalidateMs: number; staleIfErrorMs: number; contentType: string };
   storePollIntervalMs: number;
+  /** How long signing goes on with cached keys while the store is unreachable (0: no limit). */
+  signWhileStoreDownMs: number;
   /** Expiry of a key set's rotation lock: how long a replica that died holding it blocks the others. */
   rotationLockTtlMs: number;
   shutdownTimeoutMs: number;
@@ -493,6 +495,7 @@ export function loadConfig(env: Env = process.env): Config {
     jwks,
     storePollIntervalMs: envDuration(env, 'STORE_POLL_INTERVAL', 5000, 100),
     rotationLockTtlMs: envDuration(env, 'ROTATION_LOCK_TTL', 30_000, 1000),
+    signWhileStoreDownMs: envDuration(env, 'SIGN_WHILE_STORE_DOWN', 24 * 3_600_000),
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
     warnings,

@@ -88,6 +88,13 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
   let storeWasDown = false;
+  /** When this replica first saw the store down, by its clock; undefined while the store answers. */
+  let storeDownSince: number | undefined;
+
+  function trackStoreState(): void {
+    if (store.state() === 'down') storeDownSince ??= clock.now();
+    else storeDownSince = undefined;
+  }
 
   function serial<T>(set: string, work: () => Promise<T>): Promise<T> {
     const previous = chains.get(set) ?? Promise.resolve();
@@ -242,6 +249,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
         ),
       ),
     );
+    trackStoreState();
     if (storeWasDown && store.state() !== 'down') {
       storeWasDown = false;
       logger.info('key store available again');
@@ -298,6 +306,12 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
     view: (set) => views.get(set),
     async signingKey(set) {
       setConfig(set);
+      trackStoreState();
+      // A replica cut off from the store cannot learn of a revocation made elsewhere: past the limit it stops
+      // signing rather than go on with a key that may have been revoked.
+      if (storeDownSince !== undefined && config.signWhileStoreDownMs > 0 && clock.now() - storeDownSince > config.signWhileStoreDownMs) {
+        throw Errors.storeUnavailable(`the key store has been unreachable for longer than SIGN_WHILE_STORE_DOWN (${Math.round(config.signWhileStoreDownMs / 1000)}s); signing resumes when it answers`);
+      }
       const view = views.get(set);
       if (!view) throw Errors.noActiveKey(`key set ${set} is not loaded yet`);
       const cached = signingKeys.get(view.active.kid);

@@ -257,3 +257,25 @@ test('regression: closing while Redis is gone does not hang (it waited forever o
   const closed = await Promise.race([app.close().then(() => true), new Promise((r) => setTimeout(() => r(false), 5000))]);
   assert.equal(closed, true, 'close() finished');
 });
+
+test('signing with cached keys while Redis is down stops after SIGN_WHILE_STORE_DOWN, and resumes with Redis', async (t) => {
+  const own = await startRedis();
+  t.after(() => own.close());
+  const ctx = await buildTestApp({ ...env(newPrefix()), REDIS_URL: own.url, KEY_ALG: 'ES256', SIGN_WHILE_STORE_DOWN: '10m' });
+  t.after(() => ctx.app.close());
+  const sign = () => ctx.app.internal.inject({ method: 'POST', url: '/v1/assertions', headers: bearer(TOKENS.broad), payload: { client_id: 'c', audience: 'a' } });
+  await own.stop();
+  await waitFor('the store to be seen as down', () => ctx.app.store.state() === 'down');
+  assert.equal((await sign()).statusCode, 200, 'within the limit');
+  ctx.clock.advance(9 * 60_000);
+  assert.equal((await sign()).statusCode, 200);
+  ctx.clock.advance(2 * 60_000);
+  const refused = await sign();
+  assert.equal(refused.statusCode, 503);
+  assert.equal(refused.json().code, 'store_unavailable');
+  assert.equal((await ctx.app.public.inject({ url: '/.well-known/jwks.json' })).statusCode, 200, 'the JWKS is still served');
+  await own.start();
+  await waitFor('the store to be seen as up', () => ctx.app.store.state() === 'up', 5000);
+  await ctx.app.keys.tick();
+  assert.equal((await sign()).statusCode, 200, 'signing resumes');
+});
