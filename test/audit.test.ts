@@ -79,3 +79,14 @@ test('audit on Redis: one stream for all replicas, paged, and signing goes on wh
   const unreadable = await a.app.internal.inject({ url: '/v1/audit', headers: bearer(TOKENS.admin) });
   assert.equal(unreadable.json().code, 'store_unavailable');
 });
+
+test('the memory ring pages correctly across its wrap point', async () => {
+  const { createMemoryAuditSink } = await import('../src/audit.js');
+  const sink = createMemoryAuditSink(5);
+  for (let i = 0; i < 12; i++) await sink.append({ id: `id-${i}`, time: '', event: 'e', n: i });
+  const ids = (entries: Array<{ id: string }>) => entries.map((e) => e.id);
+  assert.deepEqual(ids(await sink.read(10)), ['id-11', 'id-10', 'id-9', 'id-8', 'id-7']);
+  assert.deepEqual(ids(await sink.read(2, 'id-10')), ['id-9', 'id-8']);
+  assert.deepEqual(ids(await sink.read(10, 'id-8')), ['id-7']);
+  assert.deepEqual(ids(await sink.read(10, 'id-3')), [], 'an id that has left the ring');
+});
