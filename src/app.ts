@@ -1,7 +1,8 @@
 // buildApp: the key store, the key manager, and the two Fastify instances (public JWKS, internal signing API).
 import { randomUUID } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
-import Fastify, { type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import type { Server } from 'node:http';
+import Fastify, { type FastifyHttpOptions, type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
@@ -15,7 +16,7 @@ import { type Audit, type AuditSink, createAudit, createMemoryAuditSink, createR
 import { auditRoutes } from './routes/internal/audit.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { registerOpenApi } from './plugins/openapi.js';
-import { registerProblemHandlers } from './plugins/problem-errors.js';
+import { registerProblemHandlers, sendClientError } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
@@ -73,7 +74,7 @@ function createStore(config: Config, logger: Logger): { store: KeyStore; auditSi
   };
 }
 
-function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyServerOptions {
+function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyHttpOptions<Server> {
   return {
     loggerInstance: logger.child({ port }),
     // Fastify accepts a hop count at run time although its type omits it.
@@ -83,12 +84,29 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
     // The public port answers Acumatica on every token request: per-request logs there would dominate.
     logController: new LogController({ disableRequestLogging: port === 'public' }),
     bodyLimit: port === 'public' ? 1024 : config.internalBodyLimit,
-    // Longer than the idle timeouts of common load balancers (60 s), so the balancer closes first.
-    keepAliveTimeout: 72_000,
-    requestTimeout: 10_000,
-    connectionTimeout: 15_000,
+    ...connectionLimits(config),
+    clientErrorHandler: sendClientError,
     return503OnClosing: true,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  };
+}
+
+// A request (headers and body) must be complete within requestTimeout; Node checks open requests every
+// connectionsCheckingInterval, so that is the slack on it. An idle socket closes after connectionTimeout, an
+// idle kept-alive one after keepAliveTimeout: by default longer than the idle timeout of common load balancers
+// (60 s), so that the balancer, not us, closes a pooled connection, and never mid-request.
+function connectionLimits(config: Config): Partial<FastifyHttpOptions<Server>> {
+  const { requestTimeoutMs, keepAliveTimeoutMs, connectionTimeoutMs, maxHeaderSize } = config.connectionLimits;
+  return {
+    requestTimeout: requestTimeoutMs,
+    keepAliveTimeout: keepAliveTimeoutMs,
+    connectionTimeout: connectionTimeoutMs,
+    http: {
+      maxHeaderSize,
+      requestTimeout: requestTimeoutMs,
+      headersTimeout: requestTimeoutMs,
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(requestTimeoutMs / 4))),
+    },
   };
 }
 

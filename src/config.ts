@@ -155,6 +155,8 @@ export interface Config {
   rotationLockTtlMs: number;
   shutdownTimeoutMs: number;
   internalBodyLimit: number;
+  /** Both ports: slow or idle clients cannot hold a connection or a request open. */
+  connectionLimits: { requestTimeoutMs: number; keepAliveTimeoutMs: number; connectionTimeoutMs: number; maxHeaderSize: number };
   /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
   auditMaxEntries: number;
   /** Failed internal API authentications allowed per client address per window, before 429s. */
@@ -498,6 +500,12 @@ export function loadConfig(env: Env = process.env): Config {
     signWhileStoreDownMs: envDuration(env, 'SIGN_WHILE_STORE_DOWN', 24 * 3_600_000),
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
+    connectionLimits: {
+      requestTimeoutMs: envDuration(env, 'REQUEST_TIMEOUT', 10_000, 100),
+      keepAliveTimeoutMs: envDuration(env, 'KEEP_ALIVE_TIMEOUT', 72_000, 100),
+      connectionTimeoutMs: envDuration(env, 'CONNECTION_TIMEOUT', 15_000, 100),
+      maxHeaderSize: int(env, 'MAX_HEADER_SIZE', 16_384, 1024, 1_048_576),
+    },
     warnings,
   };
 }

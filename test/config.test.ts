@@ -69,6 +69,10 @@ test('bad values stop start-up with an error naming the variable', () => {
   failsOn({ TOKEN_DEFAULT_TTL: '20m' }, 'TOKEN_DEFAULT_TTL');
   failsOn({ TOKEN_MAX_TTL: '2h', KEY_RETIRE_GRACE: '1h' }, 'KEY_RETIRE_GRACE');
   failsOn({ TRUST_PROXY: 'maybe' }, 'TRUST_PROXY');
+  failsOn({ REQUEST_TIMEOUT: '10ms' }, 'REQUEST_TIMEOUT');
+  failsOn({ KEEP_ALIVE_TIMEOUT: 'forever' }, 'KEEP_ALIVE_TIMEOUT');
+  failsOn({ CONNECTION_TIMEOUT: '-1' }, 'CONNECTION_TIMEOUT');
+  failsOn({ MAX_HEADER_SIZE: '100' }, 'MAX_HEADER_SIZE');
   failsOn({ JWKS_CONTENT_TYPE: 'text/plain' }, 'JWKS_CONTENT_TYPE');
   failsOn({ API_TOKEN_SHA256: 'not-a-hash' }, 'API_TOKEN_SHA256');
   failsOn({ KEY_SETS_FILE: join(dir, 'missing.yaml') }, 'KEY_SETS_FILE');

@@ -1,4 +1,6 @@
 // Every error leaves as application/problem+json with a stable code; 5xx details go to the log, not the client.
+import type { Socket } from 'node:net';
+import { STATUS_CODES } from 'node:http';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
 import { Errors, ServiceError } from '../errors.js';
 
@@ -44,4 +46,27 @@ export function registerProblemHandlers(app: FastifyInstance, notFound: { preHan
   app.setNotFoundHandler(notFound, (request, reply) =>
     sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]!.slice(0, 200)} is not a route of this port`)),
   );
+}
+
+/**
+ * Errors Node raises before Fastify sees a request (oversized headers, a request not complete in time,
+ * malformed HTTP): answered as problem+json too, then the connection is closed.
+ */
+export function sendClientError(this: FastifyInstance, err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const error =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? Errors.headersTooLarge()
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? Errors.requestTimeout()
+        : Errors.malformedRequest();
+  this.log.debug({ code: error.code, reason: err.code }, 'client error');
+  if (socket.writable) {
+    const body = JSON.stringify(error.toProblem());
+    socket.write(
+      `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\nContent-Type: application/problem+json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    );
+  }
+  socket.destroy();
 }
