@@ -17,6 +17,7 @@ export const PROBLEM_CODES = [
   'audience_denied',
   'ttl_denied',
   'extra_claims_denied',
+  'token_endpoint_denied',
   'not_found',
   'unknown_key_set',
   'key_not_found',
@@ -30,6 +31,10 @@ export const PROBLEM_CODES = [
   'internal_error',
   'no_active_key',
   'store_unavailable',
+  'token_endpoint_error',
+  'token_endpoint_unreachable',
+  'token_endpoint_invalid_response',
+  'token_endpoint_timeout',
 ] as const;
 export type ProblemCode = (typeof PROBLEM_CODES)[number];
 
@@ -43,6 +48,8 @@ export interface Problem {
   code: ProblemCode;
   detail?: string;
   errors?: Array<{ path: string; message: string }>;
+  /** Token broker errors: what the token endpoint answered (its HTTP status and OAuth error). */
+  upstream?: { status?: number; error?: string; error_description?: string; error_uri?: string };
 }
 
 /** A failed call: `code` is the service's problem code, or a ClientErrorCode when the service did not answer. */
