@@ -72,8 +72,10 @@ export class JwksSignerError extends Error {
 import type { Algorithm } from './config.js';
 import type { KeyState, PublicJwk } from './keys/types.js';
 import type { AssertionRequest, JwtRequest, Typ } from './signing/token-service.js';
+import type { TokenBrokerRequest as TokensRequest } from './oauth/token-broker.js';
+import type { GrantType } from './oauth/token-request.js';
 
-export type { Algorithm, AssertionRequest, JwtRequest, KeyState, PublicJwk, Typ };
+export type { Algorithm, AssertionRequest, GrantType, JwtRequest, KeyState, PublicJwk, TokensRequest, Typ };
 export type X5tHeader = 'x5t' | 'x5t#S256';
 
 
@@ -94,6 +96,18 @@ export interface JwtResult {
   alg: Algorithm;
   jti: string;
   expires_at: number;
+}
+
+/** The token endpoint's token response (RFC 6749 section 5.1), as it sent it: other members pass through. */
+export interface TokensResult {
+  access_token: string;
+  token_type: string;
+  /** Seconds. */
+  expires_in?: number;
+  scope?: string;
+  refresh_token?: string;
+  id_token?: string;
+  [member: string]: unknown;
 }
 
 
@@ -169,6 +183,11 @@ export interface ClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Per-request timeout in milliseconds; 10 s by default. */
   timeoutMs?: number;
+  /**
+   * Timeout of tokens() calls; by default the larger of timeoutMs and 30 s, because the service may retry the
+   * token endpoint for up to BROKER_TOTAL_TIMEOUT (20 s by default).
+   */
+  tokensTimeoutMs?: number;
 }
 
 export interface JwksSignerClient {
@@ -176,6 +195,11 @@ export interface JwksSignerClient {
   assertion(request: AssertionRequest): Promise<AssertionResult>;
   /** POST /v1/jwt: a general JWT for JWT bearer grants (scope sign). */
   jwt(request: JwtRequest): Promise<JwtResult>;
+  /**
+   * POST /v1/tokens: an access token from an allowed token endpoint (scope tokens). Token endpoint errors throw
+   * JwksSignerError `token_endpoint_error` with the endpoint's OAuth error in `problem.upstream`.
+   */
+  tokens(request: TokensRequest): Promise<TokensResult>;
   keys: {
     /** GET /v1/keys: the key sets the client may administer (scope admin). */
     list(options?: { key_set?: string }): Promise<KeysResult>;
@@ -200,9 +224,10 @@ const query = (options?: { key_set?: string }) => (options?.key_set === undefine
 export function createClient(options: ClientOptions): JwksSignerClient {
   const base = new URL(options.url).href.replace(/\/+$/, '');
   const fetchImpl = options.fetch ?? globalThis.fetch;
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const defaultTimeoutMs = options.timeoutMs ?? 10_000;
+  const tokensTimeoutMs = options.tokensTimeoutMs ?? Math.max(defaultTimeoutMs, 30_000);
 
-  async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+  async function call(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = defaultTimeoutMs): Promise<Response> {
     const headers: Record<string, string> = { authorization: `Bearer ${options.token}`, accept: 'application/json, application/problem+json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
@@ -231,8 +256,8 @@ export function createClient(options: ClientOptions): JwksSignerClient {
     throw new JwksSignerError('invalid_response', `${method} ${path} answered ${response.status} without a problem document`, { status: response.status });
   }
 
-  async function json<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-    const response = await call(method, path, body);
+  async function json<T>(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const response = await call(method, path, body, timeoutMs);
     try {
       return (await response.json()) as T;
     } catch (err) {
@@ -243,6 +268,7 @@ export function createClient(options: ClientOptions): JwksSignerClient {
   return {
     assertion: (request) => json('POST', '/v1/assertions', request),
     jwt: (request) => json('POST', '/v1/jwt', request),
+    tokens: (request) => json('POST', '/v1/tokens', request, tokensTimeoutMs),
     keys: {
       list: (listOptions) => json('GET', `/v1/keys${query(listOptions)}`),
       rotate: (request = {}) => json('POST', '/v1/keys/rotate', request),
