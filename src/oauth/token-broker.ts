@@ -52,6 +52,8 @@ const MIN_MARGIN_MS = 30_000;
 const MAX_MARGIN_MS = 300_000;
 const BACKOFF_BASE_MS = 250;
 const MAX_UPSTREAM_TEXT = 1024;
+/** Token responses can reach 256 KiB each (MAX_RESPONSE_BYTES): the cache is bounded in bytes as well as entries. */
+const MAX_CACHE_BYTES = 64 * 1024 * 1024;
 
 interface CachedToken {
   body: string;
@@ -104,7 +106,7 @@ function requestError(err: TokenRequestError): ServiceError {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 export function createTokenBroker({ config, tokens, clock, metrics, audit, fetch }: TokenBrokerOptions) {
-  const cache = new LRUCache<string, CachedToken>({ max: config.cacheMax });
+  const cache = new LRUCache<string, CachedToken>({ max: config.cacheMax, maxSize: MAX_CACHE_BYTES, sizeCalculation: (entry) => Math.max(1, entry.body.length) });
   const flights = new Map<string, Promise<string>>();
 
   function allowedEndpoint(client: ClientPolicy, raw: string): string {
@@ -245,8 +247,6 @@ export function createTokenBroker({ config, tokens, clock, metrics, audit, fetch
       flights.set(key, flight);
       return { body: await flight, cache: 'miss' };
     },
-    /** Cached tokens (for tests and metrics). */
-    cachedCount: () => cache.size,
   };
 }
 
