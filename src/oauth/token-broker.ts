@@ -51,6 +51,8 @@ const CACHEABLE_GRANTS: ReadonlySet<GrantType> = new Set<GrantType>(['client_cre
 const MIN_MARGIN_MS = 30_000;
 const MAX_MARGIN_MS = 300_000;
 const BACKOFF_BASE_MS = 250;
+/** A retry is only made if at least this much of BROKER_TOTAL_TIMEOUT is left for it after the wait. */
+const MIN_ATTEMPT_MS = 100;
 const MAX_UPSTREAM_TEXT = 1024;
 /** Token responses can reach 256 KiB each (MAX_RESPONSE_BYTES): the cache is bounded in bytes as well as entries. */
 const MAX_CACHE_BYTES = 64 * 1024 * 1024;
@@ -172,38 +174,40 @@ export function createTokenBroker({ config, tokens, clock, metrics, audit, fetch
         );
       };
       const sentAt = clock.now();
-      let failure: ServiceError;
-      let retryAfterMs = 0;
+      let answer: TokenEndpointAnswer;
       try {
-        const answer = await postTokenRequest({
+        answer = await postTokenRequest({
           endpoint,
           form: form(req, signed.token),
           timeoutMs: Math.max(1, Math.min(config.timeoutMs, deadline - performance.now())),
           ...(fetch ? { fetch } : {}),
         });
-        if (isTokenResponse(answer)) {
-          record('success', { status: answer.status });
-          return { answer, sentAt };
-        }
-        const error = text(answer.json?.error);
-        record(error === undefined ? 'invalid_response' : 'oauth_error', { status: answer.status, ...(error !== undefined ? { error } : {}) });
-        failure = upstreamError(endpoint, answer);
-        // A 4xx is the server's considered answer (invalid_client, invalid_grant...): asking again changes nothing.
-        if (answer.status !== 429 && answer.status < 500) throw failure;
-        retryAfterMs = answer.retryAfterMs ?? 0;
       } catch (err) {
         if (!(err instanceof TokenRequestError)) throw err;
-        record(err.code === 'timeout' ? 'timeout' : err.code === 'network_error' ? 'network_error' : 'invalid_response');
-        failure = requestError(err);
-        if (err.code !== 'timeout' && err.code !== 'network_error') throw failure;
+        const retryable = err.code === 'timeout' || err.code === 'network_error';
+        record(retryable ? (err.code as UpstreamOutcome) : 'invalid_response');
+        if (!retryable || attempt >= config.retries) throw requestError(err);
+        await backoff(attempt, 0, deadline, requestError(err));
+        continue;
       }
-      if (attempt >= config.retries) throw failure;
-      const backoff = BACKOFF_BASE_MS * 2 ** attempt * (0.5 + Math.random() / 2);
-      const delay = Math.max(backoff, retryAfterMs);
-      // A retry that could not get its answer before the deadline is not made: the caller gets the last failure now.
-      if (performance.now() + delay + 100 >= deadline) throw failure;
-      await sleep(delay);
+      if (isTokenResponse(answer)) {
+        record('success', { status: answer.status });
+        return { answer, sentAt };
+      }
+      const error = text(answer.json?.error);
+      record(error === undefined ? 'invalid_response' : 'oauth_error', { status: answer.status, ...(error !== undefined ? { error } : {}) });
+      // A 4xx is the server's considered answer (invalid_client, invalid_grant...): asking again changes nothing.
+      const retryable = answer.status === 429 || answer.status >= 500;
+      if (!retryable || attempt >= config.retries) throw upstreamError(endpoint, answer);
+      await backoff(attempt, answer.retryAfterMs ?? 0, deadline, upstreamError(endpoint, answer));
     }
+  }
+
+  /** Waits before the next attempt, or throws `failure` when that attempt could not be answered before the deadline. */
+  async function backoff(attempt: number, retryAfterMs: number, deadline: number, failure: ServiceError): Promise<void> {
+    const delay = Math.max(BACKOFF_BASE_MS * 2 ** attempt * (0.5 + Math.random() / 2), retryAfterMs);
+    if (performance.now() + delay + MIN_ATTEMPT_MS >= deadline) throw failure;
+    await sleep(delay);
   }
 
   async function fetchAndStore(client: ClientPolicy, endpoint: string, req: TokenBrokerRequest, key: string | undefined): Promise<string> {

@@ -44,6 +44,7 @@ async function startFakeEndpoint(): Promise<FakeEndpoint> {
       else if (path === '/flaky') json(res, 200, token);
       else if (path === '/bad') json(res, 400, { error: 'invalid_grant', error_description: 'the refresh token is expired', error_uri: 'https://idp.example/errors' });
       else if (path === '/busy') json(res, 503, { error: 'temporarily_unavailable' });
+      else if (path === '/limited') json(res, 429, { error: 'rate_limited' }, { 'retry-after': '3600' });
       else if (path === '/html') res.writeHead(502, { 'content-type': 'text/html' }).end('<html>bad gateway</html>');
       else if (path === '/no-expiry') json(res, 200, { access_token: `fake-at-${issued}`, token_type: 'Bearer' });
       else if (path === '/slow') setTimeout(() => json(res, 200, token), 3_000).unref();
@@ -107,7 +108,7 @@ before(async () => {
     accessTokenTtl: 40,
   });
   fake = await startFakeEndpoint();
-  const endpoints = [oidc.tokenEndpoint, ...['/ok', '/flaky', '/bad', '/busy', '/html', '/no-expiry'].map((p) => `${fake.base}${p}`)];
+  const endpoints = [oidc.tokenEndpoint, ...['/ok', '/flaky', '/bad', '/busy', '/limited', '/html', '/no-expiry'].map((p) => `${fake.base}${p}`)];
   ({ app, clock } = await buildTestApp({ PORT: String(port), API_CLIENTS_FILE: clientsFile(endpoints), BROKER_TIMEOUT: '5s', BROKER_TOTAL_TIMEOUT: '10s' }));
   await app.listen();
 });
@@ -323,6 +324,11 @@ test('retries: a 503 then a 200 costs two requests, each with a fresh assertion;
   assert.equal(busy.json().code, 'token_endpoint_error');
   assert.equal(busy.json().upstream.error, 'temporarily_unavailable');
   assert.equal(fake.count('/busy'), 3, 'two retries by default');
+
+  const limited = await tokens({ token_endpoint: `${fake.base}/limited`, client_id: 'c', grant_type: 'client_credentials' });
+  assert.equal(limited.statusCode, 502);
+  assert.deepEqual(limited.json().upstream, { status: 429, error: 'rate_limited' });
+  assert.equal(fake.count('/limited'), 1, 'a Retry-After beyond BROKER_TOTAL_TIMEOUT is not waited for');
 
   const html = await tokens({ token_endpoint: `${fake.base}/html`, client_id: 'c', grant_type: 'client_credentials' });
   assert.equal(html.statusCode, 502);
