@@ -21,6 +21,8 @@ import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
 import { signingRoutes } from './routes/internal/signing.js';
+import { tokenRoutes } from './routes/internal/tokens.js';
+import { createTokenBroker } from './oauth/token-broker.js';
 import { jwksRoutes } from './routes/public/jwks.js';
 import { createTokenService, type TokenService } from './signing/token-service.js';
 
@@ -148,6 +150,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     throw err;
   }
   const tokens = createTokenService({ config, keys, logger, clock, metrics, audit });
+  const broker = createTokenBroker({ config: config.broker, tokens, clock, metrics, audit });
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
   countResponses(publicApp, metrics, 'public');
@@ -211,6 +214,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
       errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
     });
     await api.register(signingRoutes(tokens));
+    await api.register(tokenRoutes(broker));
     await api.register(keyRoutes(config, keys, audit));
     await api.register(auditRoutes(audit));
   });

@@ -18,6 +18,7 @@ export const PROBLEM_CODES = [
   'audience_denied',
   'ttl_denied',
   'extra_claims_denied',
+  'token_endpoint_denied',
   'not_found',
   'unknown_key_set',
   'key_not_found',
@@ -33,6 +34,10 @@ export const PROBLEM_CODES = [
   'internal_error',
   'no_active_key',
   'store_unavailable',
+  'token_endpoint_error',
+  'token_endpoint_unreachable',
+  'token_endpoint_invalid_response',
+  'token_endpoint_timeout',
 ] as const;
 export type ProblemCode = (typeof PROBLEM_CODES)[number];
 
@@ -46,6 +51,8 @@ export interface Problem {
   code: ProblemCode;
   detail?: string;
   errors?: Array<{ path: string; message: string }>;
+  /** Token broker errors: what the token endpoint answered (its HTTP status and OAuth error). */
+  upstream?: { status?: number; error?: string; error_description?: string; error_uri?: string };
 }
 
 /** A failed call: `code` is the service's problem code, or a ClientErrorCode when the service did not answer. */
@@ -68,8 +75,10 @@ export class JwksSignerError extends Error {
 import type { Algorithm } from './config.js';
 import type { KeyState, PublicJwk } from './keys/types.js';
 import type { AssertionRequest, JwtRequest, Typ } from './signing/token-service.js';
+import type { TokenBrokerRequest as TokensRequest } from './oauth/token-broker.js';
+import type { GrantType } from './oauth/token-request.js';
 
-export type { Algorithm, AssertionRequest, JwtRequest, KeyState, PublicJwk, Typ };
+export type { Algorithm, AssertionRequest, GrantType, JwtRequest, KeyState, PublicJwk, TokensRequest, Typ };
 export type X5tHeader = 'x5t' | 'x5t#S256';
 
 
@@ -90,6 +99,18 @@ export interface JwtResult {
   alg: Algorithm;
   jti: string;
   expires_at: number;
+}
+
+/** The token endpoint's token response (RFC 6749 section 5.1), as it sent it: other members pass through. */
+export interface TokensResult {
+  access_token: string;
+  token_type: string;
+  /** Seconds. */
+  expires_in?: number;
+  scope?: string;
+  refresh_token?: string;
+  id_token?: string;
+  [member: string]: unknown;
 }
 
 
@@ -165,6 +186,11 @@ export interface ClientOptions {
   fetch?: typeof globalThis.fetch;
   /** Per-request timeout in milliseconds; 10 s by default. */
   timeoutMs?: number;
+  /**
+   * Timeout of tokens() calls; by default the larger of timeoutMs and 30 s, because the service may retry the
+   * token endpoint for up to BROKER_TOTAL_TIMEOUT (20 s by default).
+   */
+  tokensTimeoutMs?: number;
 }
 
 export interface JwksSignerClient {
@@ -172,6 +198,11 @@ export interface JwksSignerClient {
   assertion(request: AssertionRequest): Promise<AssertionResult>;
   /** POST /v1/jwt: a general JWT for JWT bearer grants (scope sign). */
   jwt(request: JwtRequest): Promise<JwtResult>;
+  /**
+   * POST /v1/tokens: an access token from an allowed token endpoint (scope tokens). Token endpoint errors throw
+   * JwksSignerError `token_endpoint_error` with the endpoint's OAuth error in `problem.upstream`.
+   */
+  tokens(request: TokensRequest): Promise<TokensResult>;
   keys: {
     /** GET /v1/keys: the key sets the client may administer (scope admin). */
     list(options?: { key_set?: string }): Promise<KeysResult>;
@@ -196,9 +227,10 @@ const query = (options?: { key_set?: string }) => (options?.key_set === undefine
 export function createClient(options: ClientOptions): JwksSignerClient {
   const base = new URL(options.url).href.replace(/\/+$/, '');
   const fetchImpl = options.fetch ?? globalThis.fetch;
-  const timeoutMs = options.timeoutMs ?? 10_000;
+  const defaultTimeoutMs = options.timeoutMs ?? 10_000;
+  const tokensTimeoutMs = options.tokensTimeoutMs ?? Math.max(defaultTimeoutMs, 30_000);
 
-  async function call(method: 'GET' | 'POST', path: string, body?: unknown): Promise<Response> {
+  async function call(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs = defaultTimeoutMs): Promise<Response> {
     const headers: Record<string, string> = { authorization: `Bearer ${options.token}`, accept: 'application/json, application/problem+json' };
     if (body !== undefined) headers['content-type'] = 'application/json';
     let response: Response;
@@ -227,8 +259,8 @@ export function createClient(options: ClientOptions): JwksSignerClient {
     throw new JwksSignerError('invalid_response', `${method} ${path} answered ${response.status} without a problem document`, { status: response.status });
   }
 
-  async function json<T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-    const response = await call(method, path, body);
+  async function json<T>(method: 'GET' | 'POST', path: string, body?: unknown, timeoutMs?: number): Promise<T> {
+    const response = await call(method, path, body, timeoutMs);
     try {
       return (await response.json()) as T;
     } catch (err) {
@@ -239,6 +271,7 @@ export function createClient(options: ClientOptions): JwksSignerClient {
   return {
     assertion: (request) => json('POST', '/v1/assertions', request),
     jwt: (request) => json('POST', '/v1/jwt', request),
+    tokens: (request) => json('POST', '/v1/tokens', request, tokensTimeoutMs),
     keys: {
       list: (listOptions) => json('GET', `/v1/keys${query(listOptions)}`),
       rotate: (request = {}) => json('POST', '/v1/keys/rotate', request),

@@ -11,7 +11,7 @@ import { formatDuration, parseDuration } from './lib/duration.js';
 export const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA'] as const;
 export type Algorithm = (typeof ALGORITHMS)[number];
 export const RSA_SIZES = [2048, 3072, 4096] as const;
-export const SCOPES = ['sign', 'admin'] as const;
+export const SCOPES = ['sign', 'admin', 'tokens'] as const;
 export type Scope = (typeof SCOPES)[number];
 
 /** Clock skew that consumers such as IdentityServer allow: retired keys must outlive tokens by this much. */
@@ -55,6 +55,7 @@ export const ClientFileEntrySchema = Type.Object(
     audiences: Type.Optional(NameList),
     maxTtl: Type.Optional(Duration),
     extraClaims: Type.Optional(Type.Union([Type.Boolean(), NameList])),
+    tokenEndpoints: Type.Optional(NameList),
     rateLimit: Type.Optional(Type.Object({ max: Type.Integer({ minimum: 1 }), window: Duration }, { additionalProperties: false })),
   },
   { additionalProperties: false },
@@ -92,6 +93,8 @@ export interface ClientPolicy {
   audiences: Allow;
   maxTtlMs: number;
   extraClaims: boolean | ReadonlySet<string>;
+  /** Token endpoints the broker (POST /v1/tokens) may call for this client: normalised hrefs, compared exactly. */
+  tokenEndpoints: ReadonlySet<string>;
   /** Requests per window on the internal API; undefined: unlimited. */
   rateLimit?: { max: number; windowMs: number };
 }
@@ -161,8 +164,21 @@ export interface Config {
   auditMaxEntries: number;
   /** Failed internal API authentications allowed per client address per window, before 429s. */
   authFailureLimit: { max: number; windowMs: number };
+  broker: BrokerConfig;
   /** Settings that are legal but weaker than CONSUMERS.md advises; logged at start-up. */
   warnings: string[];
+}
+
+/** The token broker (POST /v1/tokens): upstream call limits and the access token cache. */
+export interface BrokerConfig {
+  /** Timeout of one token request. */
+  timeoutMs: number;
+  /** Bound on all attempts of one broker call, backoff included. */
+  totalTimeoutMs: number;
+  /** Retries after a network error, a timeout, a 5xx or a 429. */
+  retries: number;
+  /** Access tokens kept in memory (least recently used dropped first). */
+  cacheMax: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -364,6 +380,7 @@ function buildClients(
         audiences: allow(entry.audiences, new Set()),
         maxTtlMs: duration(`${where} maxTtl`, entry.maxTtl, longestTtl, 1000),
         extraClaims: Array.isArray(entry.extraClaims) ? new Set(entry.extraClaims) : (entry.extraClaims ?? false),
+        tokenEndpoints: tokenEndpoints('API_CLIENTS_FILE', `${where} tokenEndpoints`, entry.tokenEndpoints ?? []),
         ...(entry.rateLimit
           ? { rateLimit: { max: entry.rateLimit.max, windowMs: duration(`${where} rateLimit.window`, entry.rateLimit.window, 60_000, 1000) } }
           : defaultLimit
@@ -372,22 +389,51 @@ function buildClients(
       });
     }
   }
+  const rawEndpoints = optional(env, 'BROKER_TOKEN_ENDPOINTS');
+  const singleEndpoints = tokenEndpoints('BROKER_TOKEN_ENDPOINTS', 'an entry', rawEndpoints === undefined ? [] : rawEndpoints.split(',').map((s) => s.trim()).filter(Boolean));
   const single = optional(env, 'API_TOKEN_SHA256');
   if (single !== undefined) {
     if (!/^[0-9a-fA-F]{64}$/.test(single)) throw new ConfigError('API_TOKEN_SHA256', 'must be the hex SHA-256 of the API token (64 hex digits)');
-    clients.push({ ...fullAccessClient('default', Buffer.from(single, 'hex'), longestTtl), ...(defaultLimit ? { rateLimit: defaultLimit } : {}) });
+    clients.push({ ...fullAccessClient('default', Buffer.from(single, 'hex'), longestTtl, singleEndpoints), ...(defaultLimit ? { rateLimit: defaultLimit } : {}) });
   }
   const hashes = new Set(clients.map((c) => c.tokenSha256.toString('hex')));
   if (hashes.size !== clients.length) throw new ConfigError('API_CLIENTS_FILE', 'two clients share one token');
+  if (single === undefined && clients.length > 0 && singleEndpoints.size > 0) {
+    throw new ConfigError('BROKER_TOKEN_ENDPOINTS', 'applies to the API_TOKEN_SHA256 client only (unset here): give API_CLIENTS_FILE clients their own tokenEndpoints');
+  }
   if (clients.length > 0) return { clients };
   const devApiToken = randomBytes(32).toString('base64url');
   return {
-    clients: [fullAccessClient('development', createHash('sha256').update(devApiToken).digest(), longestTtl)],
+    clients: [fullAccessClient('development', createHash('sha256').update(devApiToken).digest(), longestTtl, singleEndpoints)],
     devApiToken,
   };
 }
 
-function fullAccessClient(name: string, tokenSha256: Buffer, maxTtlMs: number): ClientPolicy {
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/;
+
+/**
+ * Token endpoints as exact, normalised hrefs (`new URL().href`): https, or http on a loopback host only
+ * (tests, local development). No wildcards: the broker is never an open proxy.
+ */
+function tokenEndpoints(variable: string, where: string, list: string[]): ReadonlySet<string> {
+  const endpoints = new Set<string>();
+  for (const raw of list) {
+    let url: URL;
+    try {
+      url = new URL(raw);
+    } catch {
+      throw new ConfigError(variable, `${where}: "${raw}" is not a URL`);
+    }
+    if (!(url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK_HOST.test(url.hostname)))) {
+      throw new ConfigError(variable, `${where}: "${raw}" must be an https URL (http only on a loopback host)`);
+    }
+    if (url.username || url.password || url.hash) throw new ConfigError(variable, `${where}: "${raw}" must not carry credentials or a fragment`);
+    endpoints.add(url.href);
+  }
+  return endpoints;
+}
+
+function fullAccessClient(name: string, tokenSha256: Buffer, maxTtlMs: number, endpoints: ReadonlySet<string>): ClientPolicy {
   return {
     name,
     tokenSha256,
@@ -398,6 +444,7 @@ function fullAccessClient(name: string, tokenSha256: Buffer, maxTtlMs: number): 
     audiences: '*',
     maxTtlMs,
     extraClaims: true,
+    tokenEndpoints: endpoints,
   };
 }
 
@@ -506,7 +553,20 @@ export function loadConfig(env: Env = process.env): Config {
       connectionTimeoutMs: envDuration(env, 'CONNECTION_TIMEOUT', 15_000, 100),
       maxHeaderSize: int(env, 'MAX_HEADER_SIZE', 16_384, 1024, 1_048_576),
     },
+    broker: brokerConfig(env),
     warnings,
+  };
+}
+
+function brokerConfig(env: Env): BrokerConfig {
+  const timeoutMs = envDuration(env, 'BROKER_TIMEOUT', 10_000, 100);
+  const totalTimeoutMs = envDuration(env, 'BROKER_TOTAL_TIMEOUT', 2 * timeoutMs, 100);
+  if (totalTimeoutMs < timeoutMs) throw new ConfigError('BROKER_TOTAL_TIMEOUT', `(${formatDuration(totalTimeoutMs)}) must be at least BROKER_TIMEOUT (${formatDuration(timeoutMs)})`);
+  return {
+    timeoutMs,
+    totalTimeoutMs,
+    retries: int(env, 'BROKER_RETRIES', 2, 0, 10),
+    cacheMax: int(env, 'BROKER_CACHE_MAX', 10_000, 1, 10_000_000),
   };
 }
 

@@ -7,6 +7,15 @@ export interface ProblemDetails {
   code: string;
   detail?: string;
   errors?: Array<{ path: string; message: string }>;
+  /** What a token endpoint answered (token broker errors): its status and OAuth error members. */
+  upstream?: UpstreamProblem;
+}
+
+export interface UpstreamProblem {
+  status?: number;
+  error?: string;
+  error_description?: string;
+  error_uri?: string;
 }
 
 export class ServiceError extends Error {
@@ -15,13 +24,14 @@ export class ServiceError extends Error {
   readonly title: string;
   readonly errors?: Array<{ path: string; message: string }>;
   readonly headers?: Record<string, string>;
+  readonly upstream?: UpstreamProblem;
 
   constructor(
     code: string,
     statusCode: number,
     title: string,
     detail?: string,
-    extra?: { errors?: Array<{ path: string; message: string }>; headers?: Record<string, string> },
+    extra?: { errors?: Array<{ path: string; message: string }>; headers?: Record<string, string>; upstream?: UpstreamProblem },
   ) {
     super(detail ?? title);
     this.name = 'ServiceError';
@@ -30,6 +40,7 @@ export class ServiceError extends Error {
     this.title = title;
     if (extra?.errors) this.errors = extra.errors;
     if (extra?.headers) this.headers = extra.headers;
+    if (extra?.upstream) this.upstream = extra.upstream;
   }
 
   toProblem(): ProblemDetails {
@@ -41,6 +52,7 @@ export class ServiceError extends Error {
     };
     if (this.message !== this.title) problem.detail = this.message;
     if (this.errors) problem.errors = this.errors;
+    if (this.upstream) problem.upstream = this.upstream;
     return problem;
   }
 }
@@ -68,6 +80,7 @@ export const Errors = {
   audienceDenied: define('audience_denied', 403, 'The client may not sign for this audience'),
   ttlDenied: define('ttl_denied', 403, 'The requested lifetime exceeds the policy'),
   extraClaimsDenied: define('extra_claims_denied', 403, 'The client may not add these claims'),
+  tokenEndpointDenied: define('token_endpoint_denied', 403, 'The client may not call this token endpoint'),
   notFound: define('not_found', 404, 'Not found'),
   unknownKeySet: define('unknown_key_set', 404, 'No such key set'),
   keyNotFound: define('key_not_found', 404, 'No such key'),
@@ -82,8 +95,12 @@ export const Errors = {
   headersTooLarge: define('headers_too_large', 431, 'The request headers are too large'),
   malformedRequest: define('malformed_request', 400, 'The request is not valid HTTP'),
   internal: define('internal_error', 500, 'Internal error'),
+  tokenEndpointError: define('token_endpoint_error', 502, 'The token endpoint refused the request'),
+  tokenEndpointUnreachable: define('token_endpoint_unreachable', 502, 'The token endpoint could not be reached'),
+  tokenEndpointInvalidResponse: define('token_endpoint_invalid_response', 502, 'The token endpoint did not answer with a token response or an OAuth error'),
   noActiveKey: define('no_active_key', 503, 'No active signing key is available'),
   storeUnavailable: define('store_unavailable', 503, 'The key store is unavailable'),
+  tokenEndpointTimeout: define('token_endpoint_timeout', 504, 'The token endpoint did not answer in time'),
 } as const;
 
 /** A configuration error: stops start-up, names the variable. */

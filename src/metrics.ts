@@ -11,6 +11,10 @@ export interface Metrics {
   rateLimited(port: 'public' | 'internal'): void;
   signed(keySet: string, alg: string, client: string, kind: 'assertion' | 'jwt', seconds: number): void;
   keyEvents(keySet: string, events: string[]): void;
+  /** One upstream token request of the broker (each retry counts). */
+  tokenRequest(client: string, grant: string, outcome: string): void;
+  /** A broker call served from the cache (`hit`), sent upstream (`miss`) or not cacheable (`bypass`). */
+  tokenCache(result: 'hit' | 'miss' | 'bypass'): void;
   storeError(operation: string): void;
   /** Reads key ages and store state from these when scraped. */
   observe(keys: KeyManager, store: KeyStore, clock: Clock): void;
@@ -30,6 +34,8 @@ export function createMetrics(config: Config): Metrics {
     registers: [registry],
   });
   const keyChanges = new Counter({ name: 'jwks_signer_key_events_total', help: 'Key lifecycle events (created, activated, retired, revoked, deleted, imported)', labelNames: ['key_set', 'event'], registers: [registry] });
+  const tokenRequests = new Counter({ name: 'jwks_signer_token_requests_total', help: 'Token requests the broker sent upstream, by outcome', labelNames: ['client', 'grant', 'outcome'], registers: [registry] });
+  const tokenCacheResults = new Counter({ name: 'jwks_signer_token_cache_total', help: 'Broker calls by cache result (hit, miss, bypass)', labelNames: ['result'], registers: [registry] });
   const storeErrors = new Counter({ name: 'jwks_signer_store_errors_total', help: 'Failed key store operations', labelNames: ['operation'], registers: [registry] });
   let source: { keys: KeyManager; store: KeyStore; clock: Clock } | undefined;
   new Gauge({
@@ -97,6 +103,8 @@ export function createMetrics(config: Config): Metrics {
     keyEvents(keySet, events) {
       for (const event of events) keyChanges.inc({ key_set: keySet, event: event.split(' ').slice(0, -1).join('_') });
     },
+    tokenRequest: (client, grant, outcome) => tokenRequests.inc({ client, grant, outcome }),
+    tokenCache: (result) => tokenCacheResults.inc({ result }),
     storeError: (operation) => storeErrors.inc({ operation }),
     observe(keys, store, clock) {
       source = { keys, store, clock };

@@ -1,6 +1,9 @@
 // The typed client (src/client.ts) against a listening service: results, problem codes, transport failures.
 import assert from 'node:assert/strict';
-import { generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { X509Certificate } from 'node:crypto';
 import type { Static } from '@sinclair/typebox';
@@ -19,6 +22,8 @@ import {
   type RevokeResult,
   type RotateRequest,
   type RotateResult,
+  type TokensRequest,
+  type TokensResult,
 } from '../src/client.js';
 import type { App } from '../src/app.js';
 import { Errors } from '../src/errors.js';
@@ -33,10 +38,12 @@ import type {
   RevokeResponse,
   RotateBody,
   RotateResponse,
+  TokenBody,
 } from '../src/routes/internal/schemas.js';
 import type { RevokeBodySchema } from '../src/routes/internal/schemas.js';
 import { buildTestApp } from './helpers/app.js';
 import { ACUMATICA_AUD, ACUMATICA_CLIENT, TOKENS, clientsFile } from './helpers/clients.js';
+import { startOidcServer } from './helpers/oidc-server.js';
 import { freePort } from './helpers/redis.js';
 
 // The client's types are written out (it imports nothing from the service); these fail to compile if they drift from the schemas.
@@ -53,7 +60,8 @@ const typesMatch: [
   Same<RotateResult, RotateResponse>,
   Same<RevokeResult, RevokeResponse>,
   Same<ImportResult, ImportResponse>,
-] = [true, true, true, true, true, true, true, true, true, true, true];
+  Same<TokensRequest, TokenBody>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true];
 
 let app: App;
 let internalUrl: string;
@@ -201,4 +209,33 @@ test('requests: the given fetch is used, a path prefix is kept, and the token go
   assert.equal((seen[0]!.init!.headers as Record<string, string>).authorization, `Bearer ${TOKENS.admin}`);
   assert.equal(seen[0]!.init!.body, undefined);
   assert.equal(seen[1]!.init!.body, JSON.stringify({ key_set: 'x' }));
+});
+
+test('tokens() answers the token endpoint response, typed; its OAuth errors keep the upstream error code', async (t) => {
+  const port = await freePort();
+  const oidc = await startOidcServer({ clients: [{ clientId: 'typed-app', jwksUri: `http://127.0.0.1:${port}/.well-known/jwks.json` }] });
+  t.after(() => oidc.close());
+  const file = join(mkdtempSync(join(tmpdir(), 'jwks-signer-client-broker-')), 'clients.json');
+  const brokerToken = 'broker-token-0123456789';
+  const tokenSha256 = createHash('sha256').update(brokerToken).digest('hex');
+  writeFileSync(file, JSON.stringify({ clients: [{ name: 'broker', tokenSha256, scopes: ['tokens'], clientIds: ['*'], audiences: ['*'], tokenEndpoints: [oidc.tokenEndpoint] }] }));
+  const { app: broker } = await buildTestApp({ PORT: String(port), API_CLIENTS_FILE: file });
+  t.after(() => broker.close());
+  const client = createClient({ url: (await broker.listen()).internalUrl, token: brokerToken });
+
+  const request: TokensRequest = { token_endpoint: oidc.tokenEndpoint, client_id: 'typed-app', grant_type: 'client_credentials' };
+  const result: TokensResult = await client.tokens(request);
+  assert.equal(result.token_type, 'Bearer');
+  assert.equal(typeof result.access_token, 'string');
+  assert.equal(result.expires_in, 600);
+
+  const refused = await failure(client.tokens({ ...request, client_id: 'unknown-app' }));
+  assert.equal(refused.code, 'token_endpoint_error');
+  assert.equal(refused.status, 502);
+  assert.equal(refused.problem?.upstream?.error, 'invalid_client');
+  assert.equal(refused.problem?.upstream?.status, 401);
+
+  const denied = await failure(client.tokens({ ...request, token_endpoint: `${oidc.issuer}/elsewhere` }));
+  assert.equal(denied.code, 'token_endpoint_denied');
+  assert.equal(denied.status, 403);
 });

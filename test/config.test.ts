@@ -118,3 +118,28 @@ test('key sets and clients from files; client token hashes from the environment'
   assert.equal(client.clientIds, '*');
   assert.deepEqual(config.trustProxy, ['10.0.0.0/8', '127.0.0.1']);
 });
+
+test('token broker: endpoints are exact https URLs (http on loopback only), per client or BROKER_TOKEN_ENDPOINTS', () => {
+  const hash = createHash('sha256').update('broker-token').digest('hex');
+  const clients = (endpoints: unknown) =>
+    file(`broker-${randomBytes(4).toString('hex')}.json`, JSON.stringify({ clients: [{ name: 'b', tokenSha256: hash, scopes: ['tokens'], tokenEndpoints: endpoints }] }));
+  const config = loadConfig({ API_CLIENTS_FILE: clients(['https://IdP.example.com/oauth2/token', 'http://127.0.0.1:8443/token', 'http://localhost/t']) });
+  assert.deepEqual([...config.clients[0]!.tokenEndpoints], ['https://idp.example.com/oauth2/token', 'http://127.0.0.1:8443/token', 'http://localhost/t']);
+  assert.deepEqual(config.broker, { timeoutMs: 10_000, totalTimeoutMs: 20_000, retries: 2, cacheMax: 10_000 });
+  assert.equal(loadConfig({}).clients[0]!.tokenEndpoints.size, 0, 'no endpoint by default');
+  assert.ok(loadConfig({}).clients[0]!.scopes.has('tokens'), 'full-access clients have the tokens scope');
+
+  for (const bad of [['http://idp.example.com/token'], ['*'], ['https://user:pw@idp.example.com/token'], ['ftp://127.0.0.1/x'], 'https://x']) {
+    failsOn({ API_CLIENTS_FILE: clients(bad) }, 'API_CLIENTS_FILE');
+  }
+  const single = loadConfig({ API_TOKEN_SHA256: hash, BROKER_TOKEN_ENDPOINTS: ' https://a.example/token , https://b.example/token ' });
+  assert.deepEqual([...single.clients[0]!.tokenEndpoints], ['https://a.example/token', 'https://b.example/token']);
+  assert.deepEqual([...loadConfig({ BROKER_TOKEN_ENDPOINTS: 'http://[::1]:9000/token' }).clients[0]!.tokenEndpoints], ['http://[::1]:9000/token']);
+  failsOn({ BROKER_TOKEN_ENDPOINTS: 'http://10.0.0.1/token' }, 'BROKER_TOKEN_ENDPOINTS');
+  failsOn({ BROKER_TOKEN_ENDPOINTS: 'not a url' }, 'BROKER_TOKEN_ENDPOINTS');
+  failsOn({ API_CLIENTS_FILE: clients([]), BROKER_TOKEN_ENDPOINTS: 'https://a.example/token' }, 'BROKER_TOKEN_ENDPOINTS');
+  failsOn({ BROKER_TIMEOUT: '30s', BROKER_TOTAL_TIMEOUT: '10s' }, 'BROKER_TOTAL_TIMEOUT');
+  failsOn({ BROKER_RETRIES: '11' }, 'BROKER_RETRIES');
+  failsOn({ BROKER_CACHE_MAX: '0' }, 'BROKER_CACHE_MAX');
+  failsOn({ BROKER_TIMEOUT: 'soon' }, 'BROKER_TIMEOUT');
+});

@@ -1,8 +1,10 @@
 // Private key material never reaches a response, a log line, or Redis unencrypted; API tokens never reach logs.
 import assert from 'node:assert/strict';
-import type { KeyObject } from 'node:crypto';
+import { createHash, type KeyObject } from 'node:crypto';
 import type { InjectOptions } from 'fastify';
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -11,7 +13,8 @@ import { openPrivateKey } from '../src/keys/key-generation.js';
 import type { KeyRecord } from '../src/keys/types.js';
 import { buildTestApp, TEST_KEK } from './helpers/app.js';
 import { TOKENS, clientsFile } from './helpers/clients.js';
-import { startRedis } from './helpers/redis.js';
+import { freePort, startRedis } from './helpers/redis.js';
+import { startOidcServer } from './helpers/oidc-server.js';
 
 function secretsOf(key: KeyObject): string[] {
   const jwk = key.export({ format: 'jwk' });
@@ -90,4 +93,65 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
     for (const token of Object.values(TOKENS)) assert.equal(text.includes(token), false, `${where}: an API token leaked`);
   }
   assert.ok(ctx.logs.some((l) => l.includes('"audit":"sign"')), 'the audit lines are there');
+});
+
+test('leak scan: the token broker keeps access, refresh and id tokens, assertions and grant passwords out of logs, metrics, audit and errors', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.close());
+  const port = await freePort();
+  const oidc = await startOidcServer({ clients: [{ clientId: 'leak-app', jwksUri: `http://127.0.0.1:${port}/.well-known/jwks.json` }] });
+  t.after(() => oidc.close());
+  const secrets: string[] = ['user-password-do-not-log'];
+  let calls = 0;
+  const endpoint = createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk: Buffer) => (body += chunk.toString()));
+    req.on('end', () => {
+      const form = new URLSearchParams(body);
+      for (const name of ['client_assertion', 'assertion', 'refresh_token']) if (form.get(name)) secrets.push(form.get(name)!);
+      calls++;
+      if (req.url === '/error') {
+        res.writeHead(calls % 2 ? 503 : 400, { 'content-type': 'application/json' }).end(JSON.stringify({ error: 'invalid_grant', error_description: 'expired' }));
+        return;
+      }
+      const issued = { access_token: `at-${calls}-${'x'.repeat(30)}`, refresh_token: `rt-${calls}-${'y'.repeat(30)}`, id_token: `it-${calls}-${'z'.repeat(30)}` };
+      secrets.push(...Object.values(issued));
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ ...issued, token_type: 'Bearer', expires_in: 3600 }));
+    });
+  });
+  await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise<void>((resolve) => { endpoint.closeAllConnections(); endpoint.close(() => resolve()); }));
+  const base = `http://127.0.0.1:${(endpoint.address() as AddressInfo).port}`;
+  const ctx = await buildTestApp({ PORT: String(port), REDIS_URL: redis.url, API_TOKEN_SHA256: createHash('sha256').update(TOKENS.broad).digest('hex'), BROKER_TOKEN_ENDPOINTS: `${base}/token,${base}/error,${oidc.tokenEndpoint}`, LOG_LEVEL: 'trace' });
+  t.after(() => ctx.app.close());
+  await ctx.app.listen();
+
+  const leakable: string[] = [];
+  const call = async (payload: object) => {
+    const res = await ctx.app.internal.inject({ method: 'POST', url: '/v1/tokens', headers: { authorization: `Bearer ${TOKENS.broad}`, 'content-type': 'application/json' }, payload });
+    if (res.statusCode === 200) secrets.push(...Object.values(res.json() as Record<string, unknown>).filter((v): v is string => typeof v === 'string' && v.length > 20));
+    else leakable.push(res.body);
+    leakable.push(JSON.stringify(res.headers));
+    return res;
+  };
+  for (let i = 0; i < 2; i++) {
+    assert.equal((await call({ token_endpoint: oidc.tokenEndpoint, client_id: 'leak-app', grant_type: 'client_credentials' })).statusCode, 200);
+    assert.equal((await call({ token_endpoint: `${base}/token`, client_id: 'svc', grant_type: 'client_credentials' })).statusCode, 200);
+    await call({ token_endpoint: `${base}/token`, client_id: 'svc', grant_type: 'password', parameters: { username: 'u', password: 'user-password-do-not-log' } });
+    await call({ token_endpoint: `${base}/token`, client_id: 'svc', grant_type: 'refresh_token', parameters: { refresh_token: `rt-1-${'y'.repeat(30)}` } });
+    await call({ token_endpoint: `${base}/token`, client_id: 'svc', grant_type: 'urn:ietf:params:oauth:grant-type:jwt-bearer', subject: 'user-1', scope: 's' });
+    assert.equal((await call({ token_endpoint: `${base}/error`, client_id: 'svc', grant_type: 'client_credentials', cache: false })).statusCode, 502);
+    await call({ token_endpoint: `${base}/token`, client_id: 'svc', grant_type: 'password', parameters: { username: 'u' } });
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  const metrics = (await ctx.app.internal.inject({ url: '/metrics' })).body;
+  assert.match(metrics, /jwks_signer_token_requests_total/);
+  const audit = JSON.stringify(await redis.client.xrange(`jwks-signer:audit`, '-', '+'));
+  assert.match(audit, /token_request/, 'the audit stream was scanned');
+  const haystacks = { errors: leakable.join('\n'), logs: ctx.logs.join('\n'), metrics, audit };
+  assert.ok(secrets.length > 20, `collected ${secrets.length} secrets`);
+  for (const [where, text] of Object.entries(haystacks)) {
+    for (const secret of new Set(secrets)) assert.equal(text.includes(secret), false, `${where}: a secret leaked (${secret.slice(0, 12)}...)`);
+    assert.equal(text.includes(TOKENS.broad), false, `${where}: the API token leaked`);
+  }
 });

@@ -13,6 +13,7 @@ import {
   ReencryptResponseSchema,
   RevokeResponseSchema,
   RotateResponseSchema,
+  TokenResponseSchema,
 } from '../routes/internal/schemas.js';
 import { AuditResponseSchema } from '../routes/internal/audit.js';
 
@@ -31,6 +32,17 @@ export const ProblemSchema = Type.Object(
     code: Type.String({ enum: [...STATUS_BY_CODE.keys()], description: 'stable: branch on it' }),
     detail: Type.Optional(Type.String()),
     errors: Type.Optional(Type.Array(Type.Object({ path: Type.String(), message: Type.String() }), { description: 'schema violations' })),
+    upstream: Type.Optional(
+      Type.Object(
+        {
+          status: Type.Optional(Type.Integer()),
+          error: Type.Optional(Type.String()),
+          error_description: Type.Optional(Type.String()),
+          error_uri: Type.Optional(Type.String()),
+        },
+        { additionalProperties: false, description: "token broker errors: the token endpoint's HTTP status and OAuth error" },
+      ),
+    ),
   },
   { additionalProperties: false },
 );
@@ -74,6 +86,14 @@ const OPERATIONS: Record<string, { summary?: string; tags?: string[]; responses:
   },
   'POST /v1/assertions': { responses: { 200: json('The signed client assertion', AssertionResponseSchema) }, errors: SIGNING },
   'POST /v1/jwt': { responses: { 200: json('The signed JWT', JwtResponseSchema) }, errors: SIGNING },
+  'POST /v1/tokens': {
+    responses: { 200: json("The token endpoint's token response, as received", TokenResponseSchema) },
+    errors: [
+      ...BODY, ...AUTH, 'scope_denied', 'token_endpoint_denied', 'key_set_denied', 'client_id_denied', 'subject_denied', 'audience_denied',
+      'extra_claims_denied', 'token_too_large', 'unknown_key_set', 'certificate_unavailable', 'internal_error', 'no_active_key',
+      'token_endpoint_error', 'token_endpoint_unreachable', 'token_endpoint_invalid_response', 'token_endpoint_timeout',
+    ],
+  },
   'GET /v1/keys': { responses: { 200: json('The key sets the client may administer', KeysResponseSchema) }, errors: ['invalid_request', ...ADMIN] },
   'POST /v1/keys/rotate': {
     responses: { 200: json('The key set after the rotation', RotateResponseSchema) },
@@ -151,6 +171,7 @@ export async function registerOpenApi(app: FastifyInstance): Promise<void> {
       },
       tags: [
         { name: 'signing', description: 'Client assertions (RFC 7523 private_key_jwt) and JWTs (JWT bearer grants), scope `sign`' },
+        { name: 'tokens', description: 'The token broker: access tokens from allowed token endpoints, scope `tokens`' },
         { name: 'keys', description: 'Key administration, scope `admin`' },
         { name: 'monitoring', description: 'Liveness, readiness and metrics, no authentication' },
       ],

@@ -120,8 +120,9 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
   }
 
   return {
-    async assertion(client: ClientPolicy, req: AssertionRequest): Promise<SignedToken> {
-      requireScope(client, 'sign');
+    /** `scope`: the broker signs under `tokens` (its assertions never leave the service). */
+    async assertion(client: ClientPolicy, req: AssertionRequest, scope: Scope = 'sign'): Promise<SignedToken> {
+      requireScope(client, scope);
       const set = resolveSet(client, req.key_set);
       if (!allows(client.clientIds, req.client_id)) throw Errors.clientIdDenied(`client "${client.name}" may not sign for client_id "${req.client_id}"`);
       const subject = req.subject ?? req.client_id;

@@ -48,6 +48,8 @@ export interface StartOidcServerOptions {
    * Requested scopes the provider does not recognise are silently left out of the token.
    */
   scopes?: string[];
+  /** Lifetime (expires_in) of client_credentials access tokens, in seconds; default 600. */
+  accessTokenTtl?: number;
 }
 
 /** A rejected token request as oidc-provider reported it internally (the detail is not in the response). */
@@ -69,6 +71,8 @@ export interface OidcServer {
   clientCredentials(opts: { clientId: string; assertion: string; scope?: string }): Promise<{ status: number; body: any }>;
   /** Token endpoint errors seen so far, oldest first (useful to assert why an assertion failed). */
   readonly errors: readonly OidcServerError[];
+  /** POSTs to the token endpoint received so far (answered or not). */
+  readonly tokenRequests: number;
   /**
    * Marks the client's cached JWKS as stale. oidc-provider caches a fetched JWKS for
    * max(60 s, Cache-Control max-age, Expires) and refetches it only when an assertion's key is
@@ -232,7 +236,7 @@ export async function startOidcServer(opts: StartOidcServerOptions): Promise<Oid
     fetch: loopbackFetch,
     // Set explicitly: the defaults print a notice the first time they are used.
     ...(opts.scopes === undefined ? {} : { scopes: ['openid', 'offline_access', ...opts.scopes] }),
-    ttl: { AccessToken: 600, ClientCredentials: 600 },
+    ttl: { AccessToken: 600, ClientCredentials: opts.accessTokenTtl ?? 600 },
     clientBasedCORS: () => false,
     // The default in-memory adapter (a fresh store per Provider) is kept; it also holds the
     // ReplayDetection entries (seen jti values). Note it is an LRU of 1000 entries in total.
@@ -268,7 +272,13 @@ export async function startOidcServer(opts: StartOidcServerOptions): Promise<Oid
   provider.on('grant.error', record);
   provider.on('server_error', record);
 
-  server.on('request', provider.callback());
+  const handle = provider.callback();
+  let tokenPath: string | undefined;
+  let tokenRequests = 0;
+  server.on('request', (req, res) => {
+    if (req.method === 'POST' && tokenPath !== undefined && req.url?.split('?')[0] === tokenPath) tokenRequests++;
+    handle(req, res);
+  });
 
   let tokenEndpoint: string;
   try {
@@ -284,6 +294,7 @@ export async function startOidcServer(opts: StartOidcServerOptions): Promise<Oid
       throw new Error(`unexpected discovery response (${res.status}): ${JSON.stringify(discovery)}`);
     }
     tokenEndpoint = discovery.token_endpoint;
+    tokenPath = new URL(tokenEndpoint).pathname;
   } catch (err) {
     await closeServer(server);
     throw err;
@@ -295,6 +306,9 @@ export async function startOidcServer(opts: StartOidcServerOptions): Promise<Oid
     issuer,
     tokenEndpoint,
     errors: seenErrors,
+    get tokenRequests() {
+      return tokenRequests;
+    },
     async clientCredentials({ clientId, assertion, scope }) {
       const form = new URLSearchParams({
         grant_type: 'client_credentials',

@@ -2,6 +2,7 @@
 import { Type, type Static } from '@sinclair/typebox';
 import { ALGORITHMS, type Algorithm } from '../../config.js';
 import type { KeyState } from '../../keys/types.js';
+import { GRANT_TYPES } from '../../oauth/token-request.js';
 import { CLIENT_ASSERTION_TYPE, TYPS } from '../../signing/token-service.js';
 
 const KeySetName = Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,62}$' });
@@ -36,6 +37,42 @@ export const JwtBodySchema = Type.Object(
   { additionalProperties: false },
 );
 export type JwtBody = Static<typeof JwtBodySchema>;
+
+export const TokenBodySchema = Type.Object(
+  {
+    token_endpoint: Type.String({ minLength: 1, maxLength: 2048, description: "exact URL, one of the client's tokenEndpoints" }),
+    client_id: Type.String({ minLength: 1, maxLength: 1024 }),
+    grant_type: Type.Union(GRANT_TYPES.map((g) => Type.Literal(g))),
+    scope: Type.Optional(Type.String({ minLength: 1, maxLength: 2048 })),
+    audience: Type.Optional(Type.String({ minLength: 1, maxLength: 2048, description: "the assertion's aud; default token_endpoint" })),
+    key_set: Type.Optional(KeySetName),
+    subject: Type.Optional(Type.String({ minLength: 1, maxLength: 1024 })),
+    parameters: Type.Optional(
+      Type.Record(Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,128}$' }), Type.String({ maxLength: 8192 }), {
+        maxProperties: 32,
+        additionalProperties: false,
+        description: 'grant parameters: username, password, refresh_token, code, redirect_uri, code_verifier, resource, audience...',
+      }),
+    ),
+    cache: Type.Optional(Type.Boolean({ description: 'false: ask the token endpoint even if a cached token is fresh; default true' })),
+    typ: Type.Optional(Typ),
+    x5t: Type.Optional(X5t),
+  },
+  { additionalProperties: false },
+);
+export type TokenBody = Static<typeof TokenBodySchema>;
+
+export const TokenResponseSchema = Type.Object(
+  {
+    access_token: Type.String(),
+    token_type: Type.String(),
+    expires_in: Type.Optional(Type.Integer()),
+    scope: Type.Optional(Type.String()),
+    refresh_token: Type.Optional(Type.String()),
+    id_token: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true, description: "the token endpoint's response as received; header x-cache: hit, miss or bypass" },
+);
 
 export const KeysQuerySchema = Type.Object({ key_set: Type.Optional(KeySetName) }, { additionalProperties: false });
 
