@@ -3,6 +3,7 @@
 import { createPublicKey } from 'node:crypto';
 import { calculateJwkThumbprint, type JWK } from 'jose';
 import type { KeySetDescription } from '../client.js';
+import { formatDuration } from '../lib/duration.js';
 import type { Fetched } from './outside.js';
 
 export type CheckStatus = 'ok' | 'warn' | 'fail' | 'skip';
@@ -166,6 +167,8 @@ export function publicationLeadSeconds(set: KeySetDescription): number | undefin
   return (Date.parse(set.next_rotation_at) - Date.parse(next.created_at)) / 1000;
 }
 
+const lead = (seconds: number) => formatDuration(Math.floor(seconds) * 1000);
+
 /** cache_headers (max-age against the key set's lead time) and etag. */
 export function checkCacheHeaders(headers: Headers, leadSeconds: number | undefined): Check[] {
   const control = headers.get('cache-control');
@@ -186,11 +189,11 @@ export function checkCacheHeaders(headers: Headers, leadSeconds: number | undefi
   } else if (maxAge === undefined || !/^\d+$/.test(maxAge)) {
     checks.push(check('jwks.cache_headers', 'warn', `no max-age in Cache-Control (${control ?? 'absent'}): consumers fall back to their own default, up to 12-24 h (step-ca, Keycloak)`));
   } else if (leadSeconds !== undefined && Number(maxAge) > leadSeconds) {
-    checks.push(check('jwks.cache_headers', 'fail', `max-age=${maxAge} is longer than the ${Math.floor(leadSeconds)} s a new key is published before it signs: a consumer caching that long misses it`));
+    checks.push(check('jwks.cache_headers', 'fail', `max-age=${maxAge} is longer than the ${lead(leadSeconds)} a new key is published before it signs: a consumer caching that long misses it`));
   } else if (leadSeconds === undefined && Number(maxAge) > LIMITS.maxAgeWarnSeconds) {
     checks.push(check('jwks.cache_headers', 'warn', `max-age=${maxAge} is over 24 h (the key set's pre-publish period is unknown without the internal view)`));
   } else {
-    checks.push(check('jwks.cache_headers', 'ok', `max-age=${maxAge}${leadSeconds !== undefined ? ` (a new key is published ${Math.floor(leadSeconds)} s before it signs)` : ''}`));
+    checks.push(check('jwks.cache_headers', 'ok', `max-age=${maxAge}${leadSeconds !== undefined ? ` (a new key is published ${lead(leadSeconds)} before it signs)` : ''}`));
   }
   const etag = headers.get('etag');
   checks.push(etag ? check('jwks.etag', 'ok', etag) : check('jwks.etag', 'warn', 'no ETag: consumers cannot revalidate with If-None-Match (304)'));
@@ -278,7 +281,10 @@ function skewStatus(seconds: number): CheckStatus {
   return size > LIMITS.skewFailSeconds ? 'fail' : size > LIMITS.skewWarnSeconds ? 'warn' : 'ok';
 }
 
-const signed = (seconds: number) => `${seconds >= 0 ? '+' : ''}${Math.round(seconds)} s`;
+function signed(seconds: number): string {
+  const whole = Math.round(seconds);
+  return `${whole > 0 ? '+' : whole < 0 ? '-' : ''}${Math.abs(whole)} s`;
+}
 
 /** The skew that matters is the signer's clock against the authorization server's; the others are reported. */
 export function checkClock(id: string, readings: ClockReadings): Check {

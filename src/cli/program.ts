@@ -7,7 +7,8 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { createClient, type ImportRequest, JwksSignerError, type JwksSignerClient } from '../client.js';
 import { GRANT_PARAMETERS, isTokenResponse, TokenRequestError } from '../oauth/token-request.js';
-import { checkJwksKeys, invalidClientHint } from './doctor.js';
+import { checkJwksKeys, formatReport, invalidClientHint } from './doctor.js';
+import { runDoctor } from './doctor-run.js';
 import { keySet } from './format.js';
 import { DiscoveryError, discover, fetchOutside, OutsideFetchError } from './outside.js';
 import { GRANT_NAMES, type GrantName, grantType, requestToken, validateGrant } from './token.js';
@@ -277,6 +278,42 @@ export function createProgram(): Command {
       if (json) process.stderr.write(`${JSON.stringify({ diagnosis: outcome.diagnosis })}\n`);
     }
     throw new Failed();
+  });
+
+  grantOptions(
+    program
+      .command('doctor')
+      .description('check the public JWKS URL (and the authorization server) as consumers see them; exit 1 when a check fails')
+      .requiredOption('--jwks-url <url>', 'the public JWKS URL, as registered at the consumers')
+      .option('--issuer <url>', 'the authorization server: read its discovery document')
+      .option('--client-id <id>', 'with --issuer: make a real token request as this client'),
+  ).action(async (options: GrantOptions & { jwksUrl: string; issuer?: string; clientId?: string; scope?: string; audience?: string; keySet?: string; subject?: string }, command: Command) => {
+    const jwksUrl = httpUrl(options.jwksUrl, '--jwks-url');
+    const issuer = options.issuer === undefined ? undefined : httpUrl(options.issuer, '--issuer');
+    if (options.clientId !== undefined && issuer === undefined) throw new UsageError('--client-id needs --issuer');
+    const parameters = await grantParameters(options);
+    if (options.clientId !== undefined) checkGrant(options.clientId, options, parameters);
+    const { token, json } = command.optsWithGlobals<GlobalOptions>();
+    if (options.clientId !== undefined && !token) throw new UsageError('the token request needs an assertion signed by the service: set JWKS_SIGNER_TOKEN (or pass --token)');
+    const client = token ? connect(command).client : undefined;
+    const result = await runDoctor(
+      {
+        jwksUrl,
+        ...(issuer === undefined ? {} : { issuer }),
+        ...(options.clientId === undefined ? {} : { clientId: options.clientId }),
+        ...(options.audience === undefined ? {} : { audience: options.audience }),
+        ...(options.keySet === undefined ? {} : { keySet: options.keySet }),
+        ...(options.subject === undefined ? {} : { subject: options.subject }),
+        grant: options.grant,
+        ...(options.scope === undefined ? {} : { scope: options.scope }),
+        parameters,
+        timeoutMs: options.timeout * 1000,
+      },
+      client,
+    );
+    if (json) printJson(result);
+    else print(formatReport(result));
+    if (!result.ok) throw new Failed();
   });
 
   return program;

@@ -39,6 +39,7 @@ test('an invalid_client answer: exit 1, the error body on stdout as received, a 
   assert.equal(oidc.errors.at(-1)?.error, 'invalid_client');
   assert.match(run.stderr, /^jwks-signer: the token endpoint answered HTTP 401 invalid_client$/m);
   assert.match(run.stderr, /^jwks-signer: hint: diagnosis\.audience: /m);
+  assert.doesNotMatch(run.stdout + run.stderr, /eyJ[\w-]+\.[\w-]+\./, 'the assertion is not printed');
 });
 
 test('other OAuth errors are printed as received, without an invalid_client hint; a grant parameter may come from the environment or stdin', async () => {
