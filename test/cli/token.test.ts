@@ -43,16 +43,22 @@ test('an invalid_client answer: exit 1, the error body on stdout as received, a 
 });
 
 test('other OAuth errors are printed as received, without an invalid_client hint; a grant parameter may come from the environment or stdin', async () => {
-  const [fromEnv, fromStdin] = await Promise.all([
+  const runs = await Promise.all([
     cli(['token', '--token-endpoint', oidc.tokenEndpoint, '--client-id', 'app-1', '--grant', 'password', '--param', 'username=u'], { ...env, JWKS_SIGNER_PARAM_PASSWORD: 'p' }),
     cli(['token', '--token-endpoint', oidc.tokenEndpoint, '--client-id', 'app-1', '--grant', 'password', '--param', 'username=u', '--password-stdin'], env, 'p\n'),
   ]);
-  for (const run of [fromEnv, fromStdin]) {
+  for (const run of runs) {
     assert.equal(run.code, 1, run.stderr);
     assert.equal(typeof json(run).error, 'string');
     assert.notEqual(json(run).error, 'invalid_client');
     assert.doesNotMatch(run.stderr, /hint:/);
   }
+});
+
+test('a JWT bearer grant sends the signed JWT as the assertion, without client authentication: exit 1 with the body as received', async () => {
+  const run = await cli(['token', '--token-endpoint', oidc.tokenEndpoint, '--client-id', 'app-1', '--grant', 'jwt-bearer'], env);
+  assert.equal(run.code, 1, run.stderr);
+  assert.equal(typeof json(run).error, 'string', 'oidc-provider wants client authentication for every grant');
 });
 
 test('usage errors exit 2 before anything is signed; service errors exit 1 with the problem code', async () => {
