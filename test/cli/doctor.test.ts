@@ -49,16 +49,18 @@ test('a healthy service and authorization server: every check ok, exit 0; the hu
   assert.equal(scripted.code, 0, scripted.stdout + scripted.stderr);
   const checks = statuses(scripted);
   for (const id of [
-    'jwks.redirect', 'jwks.status', 'jwks.time', 'jwks.size', 'jwks.content_type', 'jwks.valid_jwks', 'jwks.unique_kids', 'jwks.kid_thumbprints',
+    'jwks.redirect', 'jwks.status', 'jwks.size', 'jwks.content_type', 'jwks.valid_jwks', 'jwks.unique_kids', 'jwks.kid_thumbprints',
     'jwks.matches_service', 'jwks.cache_headers', 'jwks.etag', 'issuer.discovery', 'issuer.auth_methods', 'issuer.signing_algs', 'issuer.token_request', 'clock.skew',
   ]) {
     assert.equal(checks[id], 'ok', `${id}: ${JSON.stringify(json(scripted).checks.find((c: { id: string }) => c.id === id))}`);
   }
-  assert.deepEqual(Object.values(checks).filter((s) => s !== 'ok'), []);
+  // jwks.time is the one check that depends on the machine's load: over 1 s it warns, which does not change the exit code.
+  assert.ok(['ok', 'warn'].includes(checks['jwks.time']!));
+  assert.deepEqual(Object.entries(checks).filter(([id, s]) => s !== 'ok' && id !== 'jwks.time'), []);
   assert.doesNotMatch(scripted.stdout + human.stdout, /eyJ[\w-]+\.[\w-]+\.|access_token/, 'neither the assertion nor the access token is printed');
   assert.equal(human.code, 0, human.stderr);
   assert.match(human.stdout, /^ok {4}jwks\.redirect +no redirect$/m);
-  assert.match(human.stdout, /^ok: 16 ok, 0 warnings, 0 failed, 0 skipped$/m);
+  assert.match(human.stdout, /^ok: 1[56] ok, [01] warnings, 0 failed, 0 skipped$/m);
 });
 
 test('a redirect, an HTML page, duplicate kids, private members: each fails its check, exit 1', async () => {
