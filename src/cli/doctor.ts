@@ -347,6 +347,11 @@ export interface InvalidClientFacts {
   clock: ClockReadings;
 }
 
+function strictHint(facts: InvalidClientFacts): string {
+  if (facts.issuer === undefined || facts.aud !== facts.tokenEndpoint) return '';
+  return `; or the server wants aud = the issuer (RFC 7523bis strict mode): try --audience ${facts.issuer}`;
+}
+
 /** The usual causes of invalid_client, each a check: audience, kid, clock, client_id form, and the registered JWKS URL. */
 export function diagnoseInvalidClient(facts: InvalidClientFacts): Check[] {
   const checks = [
@@ -363,7 +368,7 @@ export function diagnoseInvalidClient(facts: InvalidClientFacts): Check[] {
   checks.push(
     explained
       ? check('diagnosis.jwks_uri', 'skip', 'the JWKS URL registered at the server cannot be read from outside')
-      : check('diagnosis.jwks_uri', 'warn', `none of the usual causes found: check that client ${facts.clientId} is registered for private_key_jwt with ${facts.jwks ? `the JWKS URL ${facts.jwks.url}` : 'this service\'s JWKS URL'} (it cannot be read from outside), and that the server can reach it`),
+      : check('diagnosis.jwks_uri', 'warn', `none of the usual causes found: check that client ${facts.clientId} is registered for private_key_jwt with ${facts.jwks ? `the JWKS URL ${facts.jwks.url}` : 'this service\'s JWKS URL'} (it cannot be read from outside), and that the server can reach it${strictHint(facts)}`),
   );
   return checks;
 }

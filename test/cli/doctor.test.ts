@@ -113,6 +113,19 @@ test('an audience with a trailing slash: the token request fails and diagnosis.a
   assert.equal(checks['diagnosis.jwks_uri'], 'skip');
 });
 
+test('a server that wants aud = issuer (strict): no other cause is found, the registered JWKS URL is the hint; --audience ISSUER passes', async (t) => {
+  const strict = await startOidcServer({ clients: [{ clientId: 'app-a', jwksUri: serviceA.jwksUrl }], audienceMode: 'strict' });
+  t.after(() => strict.close());
+  const args = ['doctor', '--jwks-url', serviceA.jwksUrl, '--issuer', strict.issuer, '--client-id', 'app-a', '--json'];
+  const [endpointAud, issuerAud] = await Promise.all([cli(args, env), cli([...args, '--audience', strict.issuer], env)]);
+  assert.equal(endpointAud.code, 1);
+  const checks = statuses(endpointAud);
+  assert.equal(checks['issuer.token_request'], 'fail');
+  assert.equal(checks['diagnosis.jwks_uri'], 'warn');
+  assert.equal(issuerAud.code, 0, issuerAud.stdout);
+  assert.equal(statuses(issuerAud)['issuer.token_request'], 'ok');
+});
+
 test('usage errors exit 2', async () => {
   const runs = await Promise.all([
     cli(['doctor'], env),
