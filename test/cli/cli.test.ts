@@ -215,7 +215,7 @@ test('usage errors exit 2; help and version exit 0', async () => {
   assert.match(badUrl!.stderr, /--url "not a url" is not a URL/);
   assert.equal(help!.code, 0);
   assert.match(help!.stdout, /^Usage: jwks-signer \[options\] \[command\]/);
-  for (const command of ['serve', 'keys', 'assertion']) assert.match(help!.stdout, new RegExp(`\\n  ${command}\\b`));
+  for (const command of ['serve', 'keys', 'assertion', 'token', 'doctor']) assert.match(help!.stdout, new RegExp(`\\n  ${command}\\b`));
   assert.equal(version!.code, 0);
   assert.equal(version!.stdout.trim(), JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version);
 });
