@@ -37,8 +37,10 @@ export function sendProblem(reply: FastifyReply, error: ServiceError): FastifyRe
 export function registerProblemHandlers(app: FastifyInstance, notFound: { preHandler?: preHandlerHookHandler } = {}): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const error = toServiceError(err);
-    if (error.statusCode >= 500) request.log.error({ err }, 'request failed');
-    else request.log.info({ code: error.code, status: error.statusCode }, 'request refused');
+    // The public port gives requests its own logger, not a child bound to the request id (src/app.ts).
+    const reqId = request.log === app.log ? { reqId: request.id } : {};
+    if (error.statusCode >= 500) request.log.error({ err, ...reqId }, 'request failed');
+    else request.log.info({ code: error.code, status: error.statusCode, ...reqId }, 'request refused');
     return sendProblem(reply, error);
   });
   app.setNotFoundHandler(notFound, (request, reply) =>
