@@ -1,21 +1,32 @@
 // buildApp: the key store, the key manager, and the two Fastify instances (public JWKS, internal signing API).
 import { randomBytes } from 'node:crypto';
-import rateLimit from '@fastify/rate-limit';
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions, LogController } from 'fastify';
+import rateLimit, { normalizeIP } from '@fastify/rate-limit';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+  type FastifyServerOptions,
+  type HookHandlerDoneFunction,
+  LogController,
+  type RouteOptions,
+} from 'fastify';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
 import { createKeyEncryption } from './keys/key-encryption.js';
 import { type Clock, createKeyManager, type KeyManager, systemClock } from './keys/key-manager.js';
 import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
-import { connectRedis, createRedisKeyStore } from './keys/redis-key-store.js';
+import { connectRedis, createRedisKeyStore, type RedisClient } from './keys/redis-key-store.js';
+import { formatDuration } from './lib/duration.js';
 import { jsonDepth } from './lib/json-depth.js';
 import { loggerOptions } from './logger.js';
 import { type Audit, type AuditSink, createAudit, createMemoryAuditSink, createRedisAuditSink } from './audit.js';
 import { auditRoutes } from './routes/internal/audit.js';
 import { createMetrics, type Metrics } from './metrics.js';
+import { createWindowCounter, type WindowCounter } from './rate-limit.js';
 import { registerOpenApi } from './plugins/openapi.js';
-import { registerProblemHandlers } from './plugins/problem-errors.js';
+import { registerProblemHandlers, sendProblem } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
@@ -48,7 +59,7 @@ export interface App {
   close(): Promise<void>;
 }
 
-function createStore(config: Config, logger: Logger): { store: KeyStore; auditSink: AuditSink } {
+function createStore(config: Config, logger: Logger): { store: KeyStore; auditSink: AuditSink; client?: RedisClient } {
   const target = config.redis ?? config.redisUrl;
   if (!target) return { store: createMemoryKeyStore(), auditSink: createMemoryAuditSink(config.auditMaxEntries) };
   const { client, subscriber } = connectRedis(target);
@@ -67,6 +78,7 @@ function createStore(config: Config, logger: Logger): { store: KeyStore; auditSi
   });
   subscriber.on('error', () => undefined);
   return {
+    client,
     store: createRedisKeyStore({ client, subscriber, prefix: config.redisKeyPrefix, logger }),
     // One stream for every replica, so GET /v1/audit shows what all of them did.
     auditSink: createRedisAuditSink(client, `${config.redisKeyPrefix}audit`, config.auditMaxEntries),
@@ -104,11 +116,51 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
 
 const MAX_JSON_DEPTH = 32;
 
+/**
+ * The public rate limit: a synchronous onRequest hook over an in-memory fixed-window counter (unknown paths
+ * included; routes with `config.rateLimit: false` exempt). @fastify/rate-limit's async hook cost more than
+ * the 10% of JWKS throughput the limiter may take (bench/NOTES.md); it still serves the internal port.
+ */
+function limitPublicRequests(app: FastifyInstance, counter: WindowCounter, limit: Config['rateLimit'], metrics: Metrics): RouteHook {
+  const detail = `limit of ${limit.max} requests per ${formatDuration(limit.windowMs)} reached; retry after the Retry-After delay`;
+  const hook: RouteHook = (request, reply, done) => {
+    const ip = request.ip;
+    if (counter.hit(ip.includes(':') ? normalizeIP(ip) : ip)) return done();
+    metrics.rateLimited('public');
+    sendProblem(
+      reply,
+      Errors.rateLimited(detail, { headers: { 'retry-after': String(counter.retryAfterSeconds()) } }),
+    );
+  };
+  addRouteHooks(app, 'onRequest', (route) => (route.config?.rateLimit === false ? undefined : hook));
+  return hook;
+}
+
+type RouteHook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void;
+
+/** Adds a hook to every route registered from now on (none when `hookFor` gives none). */
+function addRouteHooks(app: FastifyInstance, kind: 'onRequest' | 'onResponse', hookFor: (route: RouteOptions) => RouteHook | undefined): void {
+  app.addHook('onRoute', (route) => {
+    const hook = hookFor(route);
+    if (!hook) return;
+    const existing = route[kind] as RouteHook | RouteHook[] | undefined;
+    route[kind] = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
+  });
+}
+
 function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' | 'internal'): void {
-  // Unmatched URLs share one label, so that scanners cannot grow the label set without bound.
-  // Synchronous: an async hook costs a promise and a microtask per response.
+  // Per route, with its URL bound (request.routeOptions builds an object per access), and synchronous (an
+  // async hook costs a promise and a microtask per response). Unmatched URLs share one label, so that
+  // scanners cannot grow the label set without bound.
+  addRouteHooks(app, 'onResponse', (route) => {
+    const url = route.url;
+    return (_request, reply, done) => {
+      metrics.request(port, url, reply.statusCode);
+      done();
+    };
+  });
   app.addHook('onResponse', (request, reply, done) => {
-    metrics.request(port, request.routeOptions.url ?? 'unmatched', reply.statusCode);
+    if (request.is404) metrics.request(port, 'unmatched', reply.statusCode);
     done();
   });
 }
@@ -147,18 +199,27 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
   countResponses(publicApp, metrics, 'public');
+  let publicLimit: WindowCounter | undefined;
   if (config.rateLimit.max > 0) {
-    await publicApp.register(rateLimit, {
-      global: true,
+    const client = created?.client;
+    publicLimit = createWindowCounter({
       max: config.rateLimit.max,
-      timeWindow: config.rateLimit.windowMs,
-      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
-      onExceeded: () => metrics.rateLimited('public'),
-      errorResponseBuilder: (_request, context) =>
-        Errors.rateLimited(`limit of ${context.max} requests per ${context.after} reached; retry after the Retry-After delay`),
+      windowMs: config.rateLimit.windowMs,
+      now: () => clock.now(),
+      ...(config.rateLimit.shared && client
+        ? {
+            shared: {
+              client,
+              keyPrefix: `${config.redisKeyPrefix}ratelimit:`,
+              intervalMs: config.rateLimit.syncIntervalMs,
+              onError: (err) => logger.warn({ err: err.message }, 'rate limit: cannot reconcile counts with the other replicas; counting locally'),
+              onRecovered: () => logger.info('rate limit: reconciling counts with the other replicas again'),
+            },
+          }
+        : {}),
     });
     // Unknown paths count against the same budget, or a scanner could send them without limit.
-    registerProblemHandlers(publicApp, { preHandler: publicApp.rateLimit() });
+    registerProblemHandlers(publicApp, { preHandler: limitPublicRequests(publicApp, publicLimit, config.rateLimit, metrics) });
   } else {
     registerProblemHandlers(publicApp);
   }
@@ -178,8 +239,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     parseJson(request, body as string, done);
   });
   registerProblemHandlers(internalApp);
-  await registerOpenApi(internalApp);
   countResponses(internalApp, metrics, 'internal');
+  await registerOpenApi(internalApp);
   await internalApp.register(healthRoutes(keys, store));
   internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await internalApp.register(async function protectedRoutes(api) {
@@ -232,6 +293,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     close() {
       closing ??= (async () => {
         await Promise.allSettled([publicApp.close(), internalApp.close()]);
+        await publicLimit?.close();
         await keys.close();
         await store.close();
       })();

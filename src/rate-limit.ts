@@ -1,0 +1,129 @@
+// Public rate limiting: fixed windows counted in memory, no store round trip per request. With Redis, the
+// replicas reconcile their counts in batches (one EVAL per interval for every active address), so a client's
+// budget is shared by every replica, up to what it sends during one interval (README: RATE_LIMIT_SHARED).
+import type { Cluster, Redis } from 'ioredis';
+
+export interface WindowCounterOptions {
+  max: number;
+  windowMs: number;
+  now: () => number;
+  shared?: {
+    client: Redis | Cluster;
+    /** Prefix of the per-window hash (one hash per window: one key, so one slot in a Cluster). */
+    keyPrefix: string;
+    intervalMs: number;
+    /** Told once when reconciliation starts failing (then the replica counts alone until it recovers). */
+    onError?: (err: Error) => void;
+    onRecovered?: () => void;
+  };
+}
+
+export interface WindowCounter {
+  /** Counts one request of `key`; returns false (not counted) when its window's budget is spent. */
+  hit(key: string): boolean;
+  /** Seconds until the current window ends (at least 1): the Retry-After of a refusal. */
+  retryAfterSeconds(): number;
+  /** Sends the counts not yet reconciled (a no-op without Redis); resolves when done or failed. */
+  reconcile(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface Entry {
+  /** Every replica's count as last read from Redis (includes this replica's reconciled requests). */
+  known: number;
+  /** This replica's requests since its last reconciliation. */
+  pending: number;
+}
+
+/** Addresses tracked per window; past this the oldest entry is dropped (its count restarts), as in an LRU. */
+const MAX_TRACKED = 100_000;
+/** Addresses per EVAL, so that one call never carries an unbounded argument list. */
+const BATCH = 1000;
+
+const RECONCILE = `
+local out = {}
+for i = 1, #ARGV - 1, 2 do
+  out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
+return out`;
+
+export function createWindowCounter({ max, windowMs, now, shared }: WindowCounterOptions): WindowCounter {
+  let window = Math.floor(now() / windowMs);
+  let entries = new Map<string, Entry>();
+  let inFlight: Promise<void> | undefined;
+  let failing = false;
+
+  function currentEntries(): Map<string, Entry> {
+    const w = Math.floor(now() / windowMs);
+    if (w !== window) {
+      // Counts of the window that ended are dropped, reconciled or not: the new window starts at zero.
+      window = w;
+      entries = new Map();
+    }
+    return entries;
+  }
+
+  async function send(client: Redis | Cluster, keyPrefix: string): Promise<void> {
+    const forWindow = window;
+    const batch: Array<[string, Entry, number]> = [];
+    for (const [key, entry] of entries) if (entry.pending > 0) batch.push([key, entry, entry.pending]);
+    if (batch.length === 0) return;
+    const redisKey = `${keyPrefix}${forWindow}`;
+    // Kept one window past its end, so that a replica whose clock lags a little still finds it.
+    const ttl = String(windowMs * 2);
+    try {
+      for (let i = 0; i < batch.length; i += BATCH) {
+        const part = batch.slice(i, i + BATCH);
+        const counts = (await client.eval(RECONCILE, 1, redisKey, ...part.flatMap(([key, , n]) => [key, String(n)]), ttl)) as number[];
+        part.forEach(([, entry, n], j) => {
+          entry.pending -= n;
+          entry.known = Math.max(entry.known, Number(counts[j]));
+        });
+      }
+      if (failing) shared?.onRecovered?.();
+      failing = false;
+    } catch (err) {
+      // The requests stay pending (counted locally) and are sent with the next batch.
+      if (!failing) shared?.onError?.(err as Error);
+      failing = true;
+    }
+  }
+
+  function reconcile(): Promise<void> {
+    if (!shared) return Promise.resolve();
+    currentEntries();
+    // One batch at a time; while Redis is not connected, the replica counts alone (no queue, no errors).
+    if (inFlight || shared.client.status !== 'ready') return inFlight ?? Promise.resolve();
+    inFlight = send(shared.client, shared.keyPrefix).finally(() => {
+      inFlight = undefined;
+    });
+    return inFlight;
+  }
+
+  const timer = shared ? setInterval(() => void reconcile(), shared.intervalMs) : undefined;
+  timer?.unref();
+
+  return {
+    hit(key) {
+      const map = currentEntries();
+      let entry = map.get(key);
+      if (entry === undefined) {
+        if (map.size >= MAX_TRACKED) map.delete(map.keys().next().value!);
+        entry = { known: 0, pending: 0 };
+        map.set(key, entry);
+      }
+      if (entry.known + entry.pending >= max) return false;
+      entry.pending += 1;
+      return true;
+    },
+    retryAfterSeconds() {
+      return Math.max(1, Math.ceil(((window + 1) * windowMs - now()) / 1000));
+    },
+    reconcile,
+    async close() {
+      if (timer) clearInterval(timer);
+      await reconcile();
+    },
+  };
+}
