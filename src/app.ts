@@ -102,8 +102,9 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
     trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
     requestIdHeader: 'x-request-id',
     genReqId: requestIds(),
-    // The public port answers Acumatica on every token request: per-request logs there would dominate.
-    logController: new LogController({ disableRequestLogging: port === 'public' }),
+    // No automatic request logging: the public port answers Acumatica on every token request, and on the
+    // internal port each signature has its audit line; logResponses() writes the other lines.
+    logController: new LogController({ disableRequestLogging: true }),
     bodyLimit: port === 'public' ? 1024 : config.internalBodyLimit,
     // Longer than the idle timeouts of common load balancers (60 s), so the balancer closes first.
     keepAliveTimeout: 72_000,
@@ -115,6 +116,29 @@ function serverOptions(config: Config, logger: Logger, port: 'public' | 'interna
 }
 
 const MAX_JSON_DEPTH = 32;
+
+const SIGNING_ROUTES = new Set(['/v1/assertions', '/v1/jwt']);
+
+/** One line per internal request, except successful signatures (their audit line names client, set, kid, jti). */
+function logResponses(app: FastifyInstance): void {
+  const line = (request: FastifyRequest, reply: FastifyReply) =>
+    request.log.info({ method: request.method, url: request.url.split('?')[0]!.slice(0, 200), status: reply.statusCode, ms: Math.round(reply.elapsedTime) }, 'request completed');
+  addRouteHooks(app, 'onResponse', (route) =>
+    SIGNING_ROUTES.has(route.url)
+      ? (request, reply, done) => {
+          if (reply.statusCode >= 400) line(request, reply);
+          done();
+        }
+      : (request, reply, done) => {
+          line(request, reply);
+          done();
+        },
+  );
+  app.addHook('onResponse', (request, reply, done) => {
+    if (request.is404) line(request, reply);
+    done();
+  });
+}
 
 /**
  * The public rate limit: a synchronous onRequest hook over an in-memory fixed-window counter (unknown paths
@@ -240,6 +264,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   });
   registerProblemHandlers(internalApp);
   countResponses(internalApp, metrics, 'internal');
+  logResponses(internalApp);
   await registerOpenApi(internalApp);
   await internalApp.register(healthRoutes(keys, store));
   internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
@@ -253,20 +278,23 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
       }),
     );
     // Per-client limits run after authentication, so they count what each client signs, whatever its address.
-    await api.register(rateLimit, {
-      global: true,
-      hook: 'preHandler',
-      keyGenerator: (request) => `client:${request.apiClient.name}`,
-      allowList: (request) => request.apiClient.rateLimit === undefined,
-      max: (request) => request.apiClient.rateLimit?.max ?? 0,
-      timeWindow: (request) => request.apiClient.rateLimit?.windowMs ?? 60_000,
-      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
-      onExceeded: (request) => {
-        metrics.rateLimited('internal');
-        request.log.warn({ client: request.apiClient.name }, 'client rate limit reached');
-      },
-      errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
-    });
+    // Not registered when no client has a limit: its preHandler would run on every request for nothing.
+    if (config.clients.some((client) => client.rateLimit !== undefined)) {
+      await api.register(rateLimit, {
+        global: true,
+        hook: 'preHandler',
+        keyGenerator: (request) => `client:${request.apiClient.name}`,
+        allowList: (request) => request.apiClient.rateLimit === undefined,
+        max: (request) => request.apiClient.rateLimit?.max ?? 0,
+        timeWindow: (request) => request.apiClient.rateLimit?.windowMs ?? 60_000,
+        addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+        onExceeded: (request) => {
+          metrics.rateLimited('internal');
+          request.log.warn({ client: request.apiClient.name }, 'client rate limit reached');
+        },
+        errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
+      });
+    }
     await api.register(signingRoutes(tokens));
     await api.register(keyRoutes(config, keys, audit));
     await api.register(auditRoutes(audit));
@@ -294,6 +322,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
       closing ??= (async () => {
         await Promise.allSettled([publicApp.close(), internalApp.close()]);
         await publicLimit?.close();
+        await audit.close();
         await keys.close();
         await store.close();
       })();
