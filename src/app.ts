@@ -32,6 +32,7 @@ import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
 import { signingRoutes } from './routes/internal/signing.js';
 import { jwksRoutes } from './routes/public/jwks.js';
+import { createSigner } from './keys/signer.js';
 import { createTokenService, type TokenService } from './signing/token-service.js';
 
 export interface AppDeps {
@@ -219,7 +220,8 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     await store.close();
     throw err;
   }
-  const tokens = createTokenService({ config, keys, logger, clock, metrics, audit });
+  const signer = createSigner({ onFallback: (err) => logger.warn({ err: err.message }, 'signing workers unavailable; signing on the libuv thread pool') });
+  const tokens = createTokenService({ config, keys, logger, clock, metrics, audit, signer });
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
   countResponses(publicApp, metrics, 'public');
@@ -323,6 +325,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
         await Promise.allSettled([publicApp.close(), internalApp.close()]);
         await publicLimit?.close();
         await audit.close();
+        await signer.close();
         await keys.close();
         await store.close();
       })();
