@@ -1,6 +1,7 @@
 // Public rate limiting: fixed windows counted in memory, no store round trip per request. With Redis, the
-// replicas reconcile their counts in batches (one EVAL per interval for every active address), so a client's
-// budget is shared by every replica, up to what it sends during one interval (README: RATE_LIMIT_SHARED).
+// replicas reconcile their counts in batches (one pipeline per interval: an HINCRBY per active address), so
+// a client's budget is shared by every replica, up to what it sends during one interval (README:
+// RATE_LIMIT_SHARED).
 import type { Cluster, Redis } from 'ioredis';
 
 export interface WindowCounterOptions {
@@ -37,22 +38,16 @@ interface Entry {
 
 /** Addresses tracked per window; past this the oldest entry is dropped (its count restarts), as in an LRU. */
 const MAX_TRACKED = 100_000;
-/** Addresses per EVAL, so that one call never carries an unbounded argument list. */
+/** Addresses per pipeline. */
 const BATCH = 1000;
-
-const RECONCILE = `
-local out = {}
-for i = 1, #ARGV - 1, 2 do
-  out[#out + 1] = redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1])
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[#ARGV])
-return out`;
 
 export function createWindowCounter({ max, windowMs, now, shared }: WindowCounterOptions): WindowCounter {
   let window = Math.floor(now() / windowMs);
   let entries = new Map<string, Entry>();
   let inFlight: Promise<void> | undefined;
   let failing = false;
+  /** The window whose hash this replica has given an expiry (once per window, not per batch). */
+  let expirySetFor: number | undefined;
 
   function currentEntries(): Map<string, Entry> {
     const w = Math.floor(now() / windowMs);
@@ -69,16 +64,23 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
     const batch: Array<[string, Entry, number]> = [];
     for (const [key, entry] of entries) if (entry.pending > 0) batch.push([key, entry, entry.pending]);
     if (batch.length === 0) return;
+    // One hash per window: one key, so one slot in a Cluster and a pipeline that any mode accepts.
     const redisKey = `${keyPrefix}${forWindow}`;
-    // Kept one window past its end, so that a replica whose clock lags a little still finds it.
-    const ttl = String(windowMs * 2);
     try {
       for (let i = 0; i < batch.length; i += BATCH) {
         const part = batch.slice(i, i + BATCH);
-        const counts = (await client.eval(RECONCILE, 1, redisKey, ...part.flatMap(([key, , n]) => [key, String(n)]), ttl)) as number[];
+        const pipeline = client.pipeline();
+        for (const [key, , n] of part) pipeline.hincrby(redisKey, key, n);
+        // Kept one window past its end, so that a replica whose clock lags a little still finds it.
+        const setExpiry = expirySetFor !== forWindow;
+        if (setExpiry) pipeline.pexpire(redisKey, windowMs * 2);
+        const results = (await pipeline.exec()) ?? [];
+        const failed = results.find(([err]) => err);
+        if (failed) throw failed[0];
+        if (setExpiry) expirySetFor = forWindow;
         part.forEach(([, entry, n], j) => {
           entry.pending -= n;
-          entry.known = Math.max(entry.known, Number(counts[j]));
+          entry.known = Math.max(entry.known, Number(results[j]![1]));
         });
       }
       if (failing) shared?.onRecovered?.();
