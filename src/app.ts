@@ -2,7 +2,6 @@
 import { randomBytes } from 'node:crypto';
 import rateLimit, { normalizeIP } from '@fastify/rate-limit';
 import Fastify, {
-  type FastifyBaseLogger,
   type FastifyInstance,
   type FastifyReply,
   type FastifyRequest,
@@ -95,10 +94,10 @@ function requestIds(): () => string {
 
 function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyServerOptions {
   return {
-    loggerInstance: logger.child({ port }),
-    // The public port logs only refusals and failures (with the request id, see problem-errors.ts): a pino child
-    // per request there cost more than the rest of the route.
-    ...(port === 'public' ? { childLoggerFactory: (instanceLogger: FastifyBaseLogger) => instanceLogger } : {}),
+    // The public port has no Fastify logger: Fastify then makes no child logger and attaches no response
+    // listeners per request (together they cost more than the JWKS route itself). Its refusal and failure
+    // lines go through the app's logger, with the request id (registerProblemHandlers).
+    ...(port === 'internal' ? { loggerInstance: logger.child({ port }) } : {}),
     // Fastify accepts a hop count at run time although its type omits it.
     trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
     requestIdHeader: 'x-request-id',
@@ -162,31 +161,38 @@ function limitPublicRequests(app: FastifyInstance, counter: WindowCounter, limit
 }
 
 type RouteHook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void;
+type SendHook = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload: unknown) => void) => void;
+interface RouteHooks {
+  onRequest: RouteHook;
+  onResponse: RouteHook;
+  onSend: SendHook;
+}
 
 /** Adds a hook to every route registered from now on (none when `hookFor` gives none). */
-function addRouteHooks(app: FastifyInstance, kind: 'onRequest' | 'onResponse', hookFor: (route: RouteOptions) => RouteHook | undefined): void {
+function addRouteHooks<K extends keyof RouteHooks>(app: FastifyInstance, kind: K, hookFor: (route: RouteOptions) => RouteHooks[K] | undefined): void {
   app.addHook('onRoute', (route) => {
     const hook = hookFor(route);
     if (!hook) return;
-    const existing = route[kind] as RouteHook | RouteHook[] | undefined;
-    route[kind] = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
+    const existing = route[kind] as RouteHooks[K] | RouteHooks[K][] | undefined;
+    (route as unknown as Record<K, RouteHooks[K][]>)[kind] = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
   });
 }
 
 function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' | 'internal'): void {
-  // Per route, with its URL bound (request.routeOptions builds an object per access), and synchronous (an
-  // async hook costs a promise and a microtask per response). Unmatched URLs share one label, so that
+  // In onSend, per route with its URL bound (request.routeOptions builds an object per access), and
+  // synchronous: an onResponse hook would make Fastify attach response listeners to every request of the
+  // public port, and an async hook costs a promise and a microtask. Unmatched URLs share one label, so that
   // scanners cannot grow the label set without bound.
-  addRouteHooks(app, 'onResponse', (route) => {
+  addRouteHooks(app, 'onSend', (route) => {
     const url = route.url;
-    return (_request, reply, done) => {
+    return (_request, reply, payload, done) => {
       metrics.request(port, url, reply.statusCode);
-      done();
+      done(null, payload);
     };
   });
-  app.addHook('onResponse', (request, reply, done) => {
+  app.addHook('onSend', (request, reply, payload, done) => {
     if (request.is404) metrics.request(port, 'unmatched', reply.statusCode);
-    done();
+    done(null, payload);
   });
 }
 
@@ -224,6 +230,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   const tokens = createTokenService({ config, keys, logger, clock, metrics, audit, signer });
 
   const publicApp = Fastify(serverOptions(config, logger, 'public'));
+  const publicLog = logger.child({ port: 'public' });
   countResponses(publicApp, metrics, 'public');
   let publicLimit: WindowCounter | undefined;
   if (config.rateLimit.max > 0) {
@@ -245,9 +252,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
         : {}),
     });
     // Unknown paths count against the same budget, or a scanner could send them without limit.
-    registerProblemHandlers(publicApp, { preHandler: limitPublicRequests(publicApp, publicLimit, config.rateLimit, metrics) });
+    registerProblemHandlers(publicApp, { preHandler: limitPublicRequests(publicApp, publicLimit, config.rateLimit, metrics), logger: publicLog });
   } else {
-    registerProblemHandlers(publicApp);
+    registerProblemHandlers(publicApp, { logger: publicLog });
   }
   await publicApp.register(healthRoutes(keys, store));
   await publicApp.register(jwksRoutes(config, keys));

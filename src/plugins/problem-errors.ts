@@ -1,5 +1,5 @@
 // Every error leaves as application/problem+json with a stable code; 5xx details go to the log, not the client.
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
 import { Errors, ServiceError } from '../errors.js';
 
 const FASTIFY_CODES: Record<string, () => ServiceError> = {
@@ -34,16 +34,20 @@ export function sendProblem(reply: FastifyReply, error: ServiceError): FastifyRe
   return reply.code(error.statusCode).type('application/problem+json').send(error.toProblem());
 }
 
-export function registerProblemHandlers(app: FastifyInstance, notFound: { preHandler?: preHandlerHookHandler } = {}): void {
+/**
+ * `logger`: for an instance made without one (the public port, src/app.ts): its lines carry the request id
+ * themselves, as a request's child logger would.
+ */
+export function registerProblemHandlers(app: FastifyInstance, { preHandler, logger }: { preHandler?: preHandlerHookHandler; logger?: FastifyBaseLogger } = {}): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const error = toServiceError(err);
-    // The public port gives requests its own logger, not a child bound to the request id (src/app.ts).
-    const reqId = request.log === app.log ? { reqId: request.id } : {};
-    if (error.statusCode >= 500) request.log.error({ err, ...reqId }, 'request failed');
-    else request.log.info({ code: error.code, status: error.statusCode, ...reqId }, 'request refused');
+    const log = logger ?? request.log;
+    const reqId = logger ? { reqId: request.id } : {};
+    if (error.statusCode >= 500) log.error({ err, ...reqId }, 'request failed');
+    else log.info({ code: error.code, status: error.statusCode, ...reqId }, 'request refused');
     return sendProblem(reply, error);
   });
-  app.setNotFoundHandler(notFound, (request, reply) =>
+  app.setNotFoundHandler(preHandler ? { preHandler } : {}, (request, reply) =>
     sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]!.slice(0, 200)} is not a route of this port`)),
   );
 }
