@@ -1,6 +1,6 @@
 // buildApp: the key store, the key manager, and the two Fastify instances (public JWKS, internal signing API).
 import { randomBytes } from 'node:crypto';
-import rateLimit, { normalizeIP } from '@fastify/rate-limit';
+import rateLimit from '@fastify/rate-limit';
 import Fastify, {
   type FastifyInstance,
   type FastifyReply,
@@ -17,15 +17,14 @@ import { createKeyEncryption } from './keys/key-encryption.js';
 import { type Clock, createKeyManager, type KeyManager, systemClock } from './keys/key-manager.js';
 import { createMemoryKeyStore, type KeyStore } from './keys/key-store.js';
 import { connectRedis, createRedisKeyStore, type RedisClient } from './keys/redis-key-store.js';
-import { formatDuration } from './lib/duration.js';
 import { jsonDepth } from './lib/json-depth.js';
 import { loggerOptions } from './logger.js';
 import { type Audit, type AuditSink, createAudit, createMemoryAuditSink, createRedisAuditSink } from './audit.js';
 import { auditRoutes } from './routes/internal/audit.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createWindowCounter, type WindowCounter } from './rate-limit.js';
+import { createWindowCounter, rateLimitStore, type WindowCounter } from './rate-limit.js';
 import { registerOpenApi } from './plugins/openapi.js';
-import { registerProblemHandlers, sendProblem } from './plugins/problem-errors.js';
+import { registerProblemHandlers } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
@@ -140,30 +139,9 @@ function logResponses(app: FastifyInstance): void {
   });
 }
 
-/**
- * The public rate limit: a synchronous onRequest hook over an in-memory fixed-window counter (unknown paths
- * included; routes with `config.rateLimit: false` exempt). @fastify/rate-limit's async hook cost more than
- * the 10% of JWKS throughput the limiter may take (bench/NOTES.md); it still serves the internal port.
- */
-function limitPublicRequests(app: FastifyInstance, counter: WindowCounter, limit: Config['rateLimit'], metrics: Metrics): RouteHook {
-  const detail = `limit of ${limit.max} requests per ${formatDuration(limit.windowMs)} reached; retry after the Retry-After delay`;
-  const hook: RouteHook = (request, reply, done) => {
-    const ip = request.ip;
-    if (counter.hit(ip.includes(':') ? normalizeIP(ip) : ip)) return done();
-    metrics.rateLimited('public');
-    sendProblem(
-      reply,
-      Errors.rateLimited(detail, { headers: { 'retry-after': String(counter.retryAfterSeconds()) } }),
-    );
-  };
-  addRouteHooks(app, 'onRequest', (route) => (route.config?.rateLimit === false ? undefined : hook));
-  return hook;
-}
-
 type RouteHook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void;
 type SendHook = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload: unknown) => void) => void;
 interface RouteHooks {
-  onRequest: RouteHook;
   onResponse: RouteHook;
   onSend: SendHook;
 }
@@ -251,8 +229,20 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
           }
         : {}),
     });
+    // Counted in memory by the store, which answers synchronously (src/rate-limit.ts); Redis only reconciles.
+    await publicApp.register(rateLimit, {
+      global: true,
+      hook: 'onRequest',
+      max: config.rateLimit.max,
+      timeWindow: config.rateLimit.windowMs,
+      store: rateLimitStore(publicLimit),
+      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
+      onExceeded: () => metrics.rateLimited('public'),
+      errorResponseBuilder: (_request, context) =>
+        Errors.rateLimited(`limit of ${context.max} requests per ${context.after} reached; retry after the Retry-After delay`),
+    });
     // Unknown paths count against the same budget, or a scanner could send them without limit.
-    registerProblemHandlers(publicApp, { preHandler: limitPublicRequests(publicApp, publicLimit, config.rateLimit, metrics), logger: publicLog });
+    registerProblemHandlers(publicApp, { preHandler: publicApp.rateLimit(), logger: publicLog });
   } else {
     registerProblemHandlers(publicApp, { logger: publicLog });
   }

@@ -2,6 +2,7 @@
 // replicas reconcile their counts in batches (one pipeline per interval: an HINCRBY per active address), so
 // a client's budget is shared by every replica, up to what it sends during one interval (README:
 // RATE_LIMIT_SHARED).
+import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { Cluster, Redis } from 'ioredis';
 
 export interface WindowCounterOptions {
@@ -20,10 +21,10 @@ export interface WindowCounterOptions {
 }
 
 export interface WindowCounter {
-  /** Counts one request of `key`; returns false (not counted) when its window's budget is spent. */
-  hit(key: string): boolean;
-  /** Seconds until the current window ends (at least 1): the Retry-After of a refusal. */
-  retryAfterSeconds(): number;
+  /** Counts one request of `key` and returns its count in the window; max + 1 (not counted) when refused. */
+  hit(key: string): number;
+  /** Milliseconds until the current window ends. */
+  msLeft(): number;
   /** Sends the counts not yet reconciled (a no-op without Redis); resolves when done or failed. */
   reconcile(): Promise<void>;
   close(): Promise<void>;
@@ -115,17 +116,33 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
         entry = { known: 0, pending: 0 };
         map.set(key, entry);
       }
-      if (entry.known + entry.pending >= max) return false;
+      const count = entry.known + entry.pending;
+      if (count >= max) return max + 1;
       entry.pending += 1;
-      return true;
+      return count + 1;
     },
-    retryAfterSeconds() {
-      return Math.max(1, Math.ceil(((window + 1) * windowMs - now()) / 1000));
+    msLeft() {
+      return (window + 1) * windowMs - now();
     },
     reconcile,
     async close() {
       if (timer) clearInterval(timer);
       await reconcile();
     },
+  };
+}
+
+/**
+ * The counter as a @fastify/rate-limit store (its `store` option takes a class): it answers synchronously,
+ * and every route shares the one budget per address, as the plugin's own stores do.
+ */
+export function rateLimitStore(counter: WindowCounter): FastifyRateLimitStoreCtor {
+  return class WindowCounterStore implements FastifyRateLimitStore {
+    incr(key: string, callback: Parameters<FastifyRateLimitStore['incr']>[1]): void {
+      callback(null, { current: counter.hit(key), ttl: counter.msLeft() });
+    }
+    child(): FastifyRateLimitStore {
+      return this;
+    }
   };
 }
