@@ -15,14 +15,18 @@ export interface StoredAuditEntry extends AuditEntry {
 }
 
 export interface AuditSink {
+  /** Resolves once the entry is stored (a batching sink resolves at its next flush). */
   append(entry: StoredAuditEntry): Promise<void>;
   /** Newest first; `before` is an id from a previous page. */
   read(count: number, before?: string): Promise<StoredAuditEntry[]>;
+  /** Stores what is buffered. */
+  close?(): Promise<void>;
 }
 
 export interface Audit {
   record(entry: AuditEntry, message?: string): void;
   read(count: number, before?: string): Promise<StoredAuditEntry[]>;
+  close(): Promise<void>;
 }
 
 /** A fixed ring: appending never moves entries (a full array shifted per signature cost ~130 us). */
@@ -56,13 +60,65 @@ export function createMemoryAuditSink(maxLength: number): AuditSink {
   };
 }
 
-export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number): AuditSink {
-  return {
-    async append(entry) {
+/**
+ * Entries are written in pipelined batches: whatever arrived while the previous batch was in flight (at most
+ * `maxBatch` per pipeline), else at the end of the current turn of the event loop. One command and round
+ * trip per signature cost 12-16% of the signing event loop. A timed batch (every 50 ms) would reorder the
+ * entries of replicas that sign one after the other; this way a batch never waits for more than one round
+ * trip. A read waits for this replica's buffered entries first.
+ */
+export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number, { maxBatch = 100 } = {}): AuditSink {
+  let buffer: Array<{ entry: StoredAuditEntry; resolve: () => void; reject: (err: Error) => void }> = [];
+  let inFlight: Promise<void> | undefined;
+  let scheduled = false;
+
+  function write(): Promise<void> {
+    const batch = buffer.slice(0, maxBatch);
+    buffer = buffer.slice(batch.length);
+    const pipeline = client.pipeline();
+    for (const { entry } of batch) {
       const { id: _id, ...fields } = entry;
-      await client.xadd(key, 'MAXLEN', '~', String(maxLength), '*', 'entry', JSON.stringify(fields));
+      pipeline.xadd(key, 'MAXLEN', '~', String(maxLength), '*', 'entry', JSON.stringify(fields));
+    }
+    return pipeline.exec().then(
+      (results) =>
+        batch.forEach((pending, i) => {
+          const err = results?.[i]?.[0];
+          if (err) pending.reject(err);
+          else pending.resolve();
+        }),
+      (err: Error) => batch.forEach((pending) => pending.reject(err)),
+    );
+  }
+
+  /** Writes batches until the buffer is empty; resolves when everything appended so far is written or failed. */
+  function drain(): Promise<void> {
+    scheduled = false;
+    if (inFlight) return inFlight;
+    if (buffer.length === 0) return Promise.resolve();
+    inFlight = (async () => {
+      while (buffer.length > 0) await write();
+    })().finally(() => {
+      inFlight = undefined;
+      // Appended between the loop's last check and now: they saw a batch in flight and did not schedule one.
+      if (buffer.length > 0) void drain();
+    });
+    return inFlight;
+  }
+
+  return {
+    append(entry) {
+      return new Promise((resolve, reject) => {
+        buffer.push({ entry, resolve, reject });
+        if (!inFlight && !scheduled) {
+          scheduled = true;
+          setImmediate(drain);
+        }
+      });
     },
+    close: drain,
     async read(count, before) {
+      await drain();
       const end = before === undefined ? '+' : `(${before}`;
       const rows = await client.xrevrange(key, end, '-', 'COUNT', count);
       return rows.map(([id, fields]) => ({ ...(JSON.parse(fields[1] ?? '{}') as AuditEntry), id }) as StoredAuditEntry);
@@ -85,5 +141,6 @@ export function createAudit(sink: AuditSink, logger: Logger, onAppendError?: () 
       sink.append(stored).catch(() => onAppendError?.());
     },
     read: (count, before) => sink.read(count, before),
+    close: async () => sink.close?.(),
   };
 }

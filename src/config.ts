@@ -149,7 +149,8 @@ export interface Config {
   clients: ClientPolicy[];
   /** Set when no client is configured: a generated token, printed once at start-up. */
   devApiToken?: string;
-  rateLimit: { max: number; windowMs: number };
+  /** `shared`: replicas reconcile their counts through Redis every `syncIntervalMs` (false without Redis). */
+  rateLimit: { max: number; windowMs: number; shared: boolean; syncIntervalMs: number };
   jwks: { maxAgeMs: number; staleWhileRevalidateMs: number; staleIfErrorMs: number; contentType: string };
   storePollIntervalMs: number;
   /** How long signing goes on with cached keys while the store is unreachable (0: no limit). */
@@ -540,6 +541,8 @@ export function loadConfig(env: Env = process.env): Config {
     rateLimit: {
       max: int(env, 'RATE_LIMIT_MAX', 1200, 0, 10_000_000),
       windowMs: envDuration(env, 'RATE_LIMIT_WINDOW', 60_000, 1000),
+      shared: bool(env, 'RATE_LIMIT_SHARED', true) && redisTarget !== undefined,
+      syncIntervalMs: envDuration(env, 'RATE_LIMIT_SYNC_INTERVAL', 200, 20),
     },
     jwks,
     storePollIntervalMs: envDuration(env, 'STORE_POLL_INTERVAL', 5000, 100),

@@ -83,15 +83,20 @@ export function createMetrics(config: Config): Metrics {
   perSet('jwks_signer_published_keys', 'Keys in the published JWKS', (set) => source!.keys.view(set)?.jwks.keyCount);
   perSet('jwks_signer_key_set_generation', 'Generation of the key set as this replica knows it', (set) => source!.keys.view(set)?.generation);
 
-  const children = new Map<string, { inc(): void }>();
+  // port -> route -> status -> counter child: no key string is built per response.
+  const children = { public: new Map<string, Map<number, { inc(): void }>>(), internal: new Map<string, Map<number, { inc(): void }>>() };
   return {
     registry,
     request(port, route, status) {
-      const key = `${port} ${status} ${route}`;
-      let child = children.get(key);
+      let byStatus = children[port].get(route);
+      if (!byStatus) {
+        byStatus = new Map();
+        children[port].set(route, byStatus);
+      }
+      let child = byStatus.get(status);
       if (!child) {
         child = requests.labels(port, route, String(status));
-        children.set(key, child);
+        byStatus.set(status, child);
       }
       child.inc();
     },

@@ -120,7 +120,7 @@ function profileSection(p: { name: string; summary: ProfileSummary }): string {
   return [
     `### Profile: ${p.name}`,
     '',
-    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the main thread out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. The libuv pool threads (where RSA/EC signatures run) are not sampled by --cpu-prof. The profiler samples on a wall clock: time the main thread spends waiting for a CPU (2 cores shared with the load generator and the pool threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client) and the \`crypto.sign\` call site; the same-run CPU µs per request and the ablations are the better measure of cost.`,
+    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the main thread out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. The signing worker threads (where RSA/EC signatures run, at nice 10) are not sampled by --cpu-prof. The profiler samples on a wall clock: time the main thread spends waiting for a CPU (2 cores shared with the load generator and the signing threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client); the same-run CPU µs per request and the ablations are the better measure of cost.`,
     '',
     'Self time by component:',
     '',
@@ -172,7 +172,7 @@ export function renderResults(r: Results, notes?: string): string {
     'Service configuration in every case: the compiled service (`node dist/server.js`), Redis store (a private redis-server on a loopback port, no persistence), ' +
       '`LOG_LEVEL=info` (production default; logs go to a file under bench/out/logs), `NODE_ENV=production`, rate limiting on with `RATE_LIMIT_MAX=10000000` ' +
       '(the limiter counts every request; one client address never reaches the limit), four key sets rs256 (default), ps256, es256, eddsa. ' +
-      'Metrics are on, as always in the service (prom-client: a counter per response in an onResponse hook on both ports, a signing histogram); /metrics is not scraped during the runs.',
+      'Metrics are on, as always in the service (prom-client: a counter per response in a synchronous onSend hook on both ports, a signing histogram); /metrics is not scraped during the runs. Signatures run in the service\'s pool of worker threads (one per core, nice 10; src/keys/signer.ts).',
   );
   out.push('');
 
@@ -237,7 +237,7 @@ export function renderResults(r: Results, notes?: string): string {
     out.push('');
     out.push(
       `POST /v1/assertions (bearer token, JSON body with client_id, audience, key_set), ${r.params.signConnections} connections, ${r.params.signS} s per run, ` +
-        `vs bench/baselines/raw-sign.mjs: node:crypto's callback \`sign()\` (what src/keys/signer.ts calls) with the **same private key** (read from Redis and decrypted with the service's modules), ` +
+        `vs bench/baselines/raw-sign.mjs: node:crypto's callback \`sign()\` (the service's fallback when its signing workers cannot start; src/keys/signer.ts) with the **same private key** (read from Redis and decrypted with the service's modules), ` +
         `the same signing input bytes (taken from a real assertion), ${r.params.signConnections} signatures in flight, on the same libuv pool (UV_THREADPOOL_SIZE ${r.params.threadpool}). ` +
         'The HTTP side also pays for the load generator on the same 2 cores; the raw side has no client.',
     );

@@ -1,12 +1,25 @@
 // Self-signed X.509 certificates for keys, for consumers that take certificate uploads (Entra ID, Salesforce,
 // Workfront, Google) and for the x5c / x5t#S256 JWKS members and x5t headers.
-// @peculiar/x509 resolves its parts through tsyringe, which needs the Reflect metadata API loaded first.
-import 'reflect-metadata';
 import { createHash, KeyObject, randomBytes, webcrypto, X509Certificate as NodeCertificate } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { createRequire } from 'node:module';
+import type * as X509 from '@peculiar/x509';
 import type { Algorithm } from '../config.js';
 
-x509.cryptoProvider.set(webcrypto as unknown as Crypto);
+const require = createRequire(import.meta.url);
+let loaded: typeof X509 | undefined;
+
+/**
+ * @peculiar/x509 (with tsyringe and reflect-metadata, ~10 MB of heap) is loaded on first use: a replica that
+ * only serves stored keys never needs it. tsyringe needs the Reflect metadata API loaded first.
+ */
+function x509(): typeof X509 {
+  if (!loaded) {
+    require('reflect-metadata');
+    loaded = require('@peculiar/x509') as typeof X509;
+    loaded.cryptoProvider.set(webcrypto as unknown as Crypto);
+  }
+  return loaded;
+}
 
 interface WebAlgorithms {
   key: RsaHashedImportParams | EcKeyImportParams | Algorithm_;
@@ -43,7 +56,8 @@ export async function selfSignedCertificate(privateKey: KeyObject, publicKey: Ke
   pkcs8.fill(0);
   const serial = randomBytes(16);
   serial[0] = serial[0]! & 0x7f;
-  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+  const { BasicConstraintsExtension, KeyUsageFlags, KeyUsagesExtension, SubjectKeyIdentifierExtension, X509CertificateGenerator } = x509();
+  const certificate = await X509CertificateGenerator.createSelfSigned({
     serialNumber: serial.toString('hex'),
     name: options.subject,
     // A few minutes back, so that a consumer whose clock runs behind ours accepts it at once.
@@ -52,17 +66,19 @@ export async function selfSignedCertificate(privateKey: KeyObject, publicKey: Ke
     keys: keys as CryptoKeyPair,
     signingAlgorithm: signing as Algorithm_,
     extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+      new BasicConstraintsExtension(false, undefined, true),
+      new KeyUsagesExtension(KeyUsageFlags.digitalSignature, true),
+      await SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
   return Buffer.from(certificate.rawData);
 }
 
 export function isDistinguishedName(subject: string): boolean {
+  // The default subject (CN=jwks-signer <set>) and other plain common names need no parser.
+  if (/^CN=[A-Za-z0-9][A-Za-z0-9 ._-]*$/.test(subject)) return true;
   try {
-    return new x509.Name(subject).toJSON().length > 0;
+    return new (x509().Name)(subject).toJSON().length > 0;
   } catch {
     return false;
   }

@@ -7,7 +7,7 @@ import type { RedisConfig } from '../config.js';
 import { type KeyStore, type StoreState, StoreUnavailableError, checkInvariants } from './key-store.js';
 import type { KeyRecord, StoredKeySet } from './types.js';
 
-type RedisClient = Redis | Cluster;
+export type RedisClient = Redis | Cluster;
 
 // Atomic because Redis runs a script without interleaving: the generation check, the invariant check and
 // the rewrite of the set happen as one step, so two replicas can never both commit from the same generation

@@ -1,7 +1,7 @@
 // Every error leaves as application/problem+json with a stable code; 5xx details go to the log, not the client.
 import type { Socket } from 'node:net';
 import { STATUS_CODES } from 'node:http';
-import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest, preHandlerHookHandler } from 'fastify';
 import { Errors, ServiceError } from '../errors.js';
 
 const FASTIFY_CODES: Record<string, () => ServiceError> = {
@@ -36,14 +36,20 @@ export function sendProblem(reply: FastifyReply, error: ServiceError): FastifyRe
   return reply.code(error.statusCode).type('application/problem+json').send(error.toProblem());
 }
 
-export function registerProblemHandlers(app: FastifyInstance, notFound: { preHandler?: preHandlerHookHandler } = {}): void {
+/**
+ * `logger`: for an instance made without one (the public port, src/app.ts): its lines carry the request id
+ * themselves, as a request's child logger would.
+ */
+export function registerProblemHandlers(app: FastifyInstance, { preHandler, logger }: { preHandler?: preHandlerHookHandler; logger?: FastifyBaseLogger } = {}): void {
   app.setErrorHandler((err: FastifyError, request: FastifyRequest, reply: FastifyReply) => {
     const error = toServiceError(err);
-    if (error.statusCode >= 500) request.log.error({ err }, 'request failed');
-    else request.log.info({ code: error.code, status: error.statusCode }, 'request refused');
+    const log = logger ?? request.log;
+    const reqId = logger ? { reqId: request.id } : {};
+    if (error.statusCode >= 500) log.error({ err, ...reqId }, 'request failed');
+    else log.info({ code: error.code, status: error.statusCode, ...reqId }, 'request refused');
     return sendProblem(reply, error);
   });
-  app.setNotFoundHandler(notFound, (request, reply) =>
+  app.setNotFoundHandler(preHandler ? { preHandler } : {}, (request, reply) =>
     sendProblem(reply, Errors.notFound(`${request.method} ${request.url.split('?')[0]!.slice(0, 200)} is not a route of this port`)),
   );
 }

@@ -7,7 +7,7 @@ import type { Clock, KeyManager } from '../keys/key-manager.js';
 import type { Audit, AuditEntry } from '../audit.js';
 import type { Metrics } from '../metrics.js';
 import { thumbprint } from '../keys/certificates.js';
-import { signCompact } from '../keys/signer.js';
+import { type Signer, threadPoolSigner } from '../keys/signer.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** IdentityServer refuses client assertions longer than this. */
@@ -71,9 +71,11 @@ export interface TokenServiceOptions {
   clock: Clock;
   metrics?: Pick<Metrics, 'signed'>;
   audit?: Pick<Audit, 'record'>;
+  /** Default: node:crypto on libuv's thread pool. */
+  signer?: Pick<Signer, 'signCompact'>;
 }
 
-export function createTokenService({ config, keys, logger, clock, metrics, audit }: TokenServiceOptions) {
+export function createTokenService({ config, keys, logger, clock, metrics, audit, signer = threadPoolSigner }: TokenServiceOptions) {
   const recordAudit = (entry: AuditEntry) => (audit ? audit.record(entry, 'signed') : logger.info({ audit: entry.event, ...entry, event: undefined }, 'signed'));
   function resolveSet(client: ClientPolicy, requested: string | undefined): string {
     const set = requested ?? config.defaultKeySet;
@@ -112,7 +114,7 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
     const payload = { ...claims, iat, nbf: iat, exp, jti };
-    const token = await signCompact(signingRecord.alg, key, header as { kid: string; typ: string }, payload);
+    const token = await signer.signCompact(signingRecord.alg, key, header as { kid: string; typ: string }, payload);
     if (token.length > MAX_TOKEN_LENGTH) throw Errors.tokenTooLarge(`the token would be ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH}`);
     recordAudit({ event: 'sign', client: client.name, keySet: set, kid: signingRecord.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp });
     metrics?.signed(set, signingRecord.alg, client.name, kind, (performance.now() - started) / 1000);

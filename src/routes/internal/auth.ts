@@ -32,6 +32,9 @@ export interface AuthFailureLimit {
 /** Authenticates every request; an address that keeps presenting bad tokens is refused for a while (429). */
 export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailureLimit) {
   const failures = new LRUCache<string, { count: number }>({ max: 10_000, ttl: limit.windowMs, noUpdateTTL: true });
+  // Tokens that matched, for a few seconds: a client asks before every token request. Only matches are kept,
+  // so unknown tokens always take the constant-time path; the configuration cannot change at run time.
+  const recent = new LRUCache<string, ClientPolicy>({ max: 1000, ttl: 10_000 });
 
   function refuseIfLimited(request: FastifyRequest): void {
     const seen = failures.get(request.ip);
@@ -59,7 +62,12 @@ export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailur
       throw Errors.missingToken(undefined, { headers: { 'www-authenticate': 'Bearer realm="jwks-signer"' } });
     }
     const match = /^Bearer[ ]+([\x21-\x7e]+)[ ]*$/i.exec(header);
-    const client = match ? findClient(clients, match[1]!) : undefined;
+    const token = match?.[1];
+    let client = token === undefined ? undefined : recent.get(token);
+    if (token !== undefined && client === undefined) {
+      client = findClient(clients, token);
+      if (client) recent.set(token, client);
+    }
     if (!client) {
       recordFailure(request);
       request.log.warn({ reason: match ? 'unknown_token' : 'malformed_header' }, 'internal API authentication failed');

@@ -7,7 +7,6 @@ import type { KeyManager, KeySetView } from '../../keys/key-manager.js';
 import type { KeyRecord } from '../../keys/types.js';
 import { allows, requireKeySet, requireScope } from '../../signing/token-service.js';
 import { toPem } from '../../keys/certificates.js';
-import { readImport } from '../../keys/key-import.js';
 import { CertificateQuerySchema, type ImportBody, ImportBodySchema, KeysQuerySchema, KidParamsSchema, type RevokeBody, RevokeBodySchema, type RotateBody, RotateBodySchema } from './schemas.js';
 
 const iso = (ms: number | undefined) => (ms === undefined ? undefined : new Date(ms).toISOString());
@@ -134,6 +133,8 @@ export function keyRoutes(config: Config, keys: KeyManager, audit: Audit) {
     app.post<{ Body: ImportBody }>('/v1/keys/import', { schema: { ...docs.import, body: ImportBodySchema } }, async (request) => {
       const set = request.body.key_set ?? config.defaultKeySet;
       adminFor(request.apiClient, set);
+      // node-forge (PKCS#12) is loaded on the first import only.
+      const { readImport } = await import('../../keys/key-import.js');
       const imported = readImport(request.body, config.keySets.get(set)!.alg);
       const result = await keys.importKey(set, imported, request.body.state ?? 'active');
       audit.record({ event: 'admin_import', client: request.apiClient.name, keySet: set, kid: result.kid, events: result.events }, 'key imported');

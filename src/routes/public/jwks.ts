@@ -21,8 +21,38 @@ export function cacheControl(config: Config, view: KeySetView): string {
   return `public, max-age=${seconds(config.jwks.maxAgeMs)}, stale-while-revalidate=${seconds(config.jwks.staleWhileRevalidateMs)}, stale-if-error=${Math.floor(config.jwks.staleIfErrorMs / 1000)}`;
 }
 
+interface ResponseHeaders {
+  generation: number;
+  /** 304: no Content-Type. */
+  notModified: Record<JwksContentType, Record<string, string>>;
+  ok: Record<JwksContentType, Record<string, string>>;
+}
+
 export function jwksRoutes(config: Config, keys: KeyManager) {
-  const cacheControls = new Map<string, { generation: number; value: string }>();
+  // One header object per (set, generation, content type), built when the set changes, sent with one call.
+  const headersBySet = new Map<string, ResponseHeaders>();
+
+  function headersFor(set: string, view: KeySetView): ResponseHeaders {
+    let headers = headersBySet.get(set);
+    if (headers?.generation === view.generation) return headers;
+    const forType = (type: JwksContentType) => ({
+      'cache-control': cacheControl(config, view),
+      etag: view.jwks.etags[type],
+      'last-modified': view.jwks.lastModified,
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': 'ETag, Last-Modified',
+      vary: 'Accept',
+    });
+    const json = 'application/json';
+    const jwkSet = 'application/jwk-set+json';
+    headers = {
+      generation: view.generation,
+      notModified: { [json]: forType(json), [jwkSet]: forType(jwkSet) },
+      ok: { [json]: { ...forType(json), 'content-type': json }, [jwkSet]: { ...forType(jwkSet), 'content-type': jwkSet } },
+    };
+    headersBySet.set(set, headers);
+    return headers;
+  }
 
   function send(request: FastifyRequest, reply: FastifyReply, set: string): FastifyReply {
     const view = keys.view(set);
@@ -30,25 +60,12 @@ export function jwksRoutes(config: Config, keys: KeyManager) {
       if (!config.keySets.has(set)) return sendProblem(reply, Errors.unknownKeySet(`key set "${set}" does not exist`));
       return sendProblem(reply, Errors.noActiveKey(`key set "${set}" is not loaded yet`, { headers: { 'retry-after': '1' } }));
     }
-    const type: JwksContentType = (request.headers.accept ?? '').includes('application/jwk-set+json')
-      ? 'application/jwk-set+json'
-      : (config.jwks.contentType as JwksContentType);
-    let control = cacheControls.get(set);
-    if (control?.generation !== view.generation) {
-      control = { generation: view.generation, value: cacheControl(config, view) };
-      cacheControls.set(set, control);
-    }
-    const etag = view.jwks.etags[type];
-    reply.headers({
-      'cache-control': control.value,
-      etag,
-      'last-modified': view.jwks.lastModified,
-      'access-control-allow-origin': '*',
-      'access-control-expose-headers': 'ETag, Last-Modified',
-      vary: 'Accept',
-    });
-    if (matchesEtag(request.headers['if-none-match'], etag)) return reply.code(304).send();
-    return reply.type(type).send(view.jwks.body);
+    const accept = request.headers.accept;
+    const type: JwksContentType =
+      accept !== undefined && accept.includes('application/jwk-set+json') ? 'application/jwk-set+json' : (config.jwks.contentType as JwksContentType);
+    const headers = headersFor(set, view);
+    if (matchesEtag(request.headers['if-none-match'], view.jwks.etags[type])) return reply.code(304).headers(headers.notModified[type]).send();
+    return reply.headers(headers.ok[type]).send(view.jwks.body);
   }
 
   return async function register(app: FastifyInstance): Promise<void> {
