@@ -84,6 +84,8 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
   /** The highest generation seen per set, kept even when the store loses it (see restore in `change`). */
   const lastGeneration = new Map<string, number>();
   const signingKeys = new LRUCache<string, KeyObject>({ max: Math.max(64, config.keySets.size * 4) });
+  /** Kids of active and next keys already decrypted once by this replica. */
+  const readable = new Set<string>();
   const chains = new Map<string, Promise<unknown>>();
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -109,11 +111,14 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
     return cfg;
   }
 
+  // Checks that the keys that sign now or next can be decrypted, without keeping them open: a private KeyObject
+  // costs native memory, and most key sets of a large replica never sign through it (signingKey opens on use).
   async function verifyReadable(stored: StoredKeySet): Promise<void> {
     for (const record of stored.keys) {
       if (record.state !== 'active' && record.state !== 'next') continue;
-      const key = signingKeys.get(record.kid) ?? (await openPrivateKey(record, encryption));
-      signingKeys.set(record.kid, key);
+      if (readable.has(record.kid) || signingKeys.has(record.kid)) continue;
+      await openPrivateKey(record, encryption);
+      readable.add(record.kid);
     }
   }
 
@@ -133,9 +138,10 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
     };
     views.set(cfg.name, view);
     lastGeneration.set(cfg.name, Math.max(lastGeneration.get(cfg.name) ?? 0, stored.generation));
-    for (const kid of signingKeys.keys()) {
-      const record = stored.keys.find((k) => k.kid === kid);
-      if (record?.set === cfg.name && record.state !== 'active' && record.state !== 'next') signingKeys.delete(kid);
+    for (const record of stored.keys) {
+      if (record.state === 'active' || record.state === 'next') continue;
+      signingKeys.delete(record.kid);
+      readable.delete(record.kid);
     }
     return view;
   }

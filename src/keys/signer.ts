@@ -37,7 +37,7 @@ type SignBytes = (alg: Algorithm, key: KeyObject, input: string) => Promise<stri
 export interface Signer {
   /** `header` is built by our own code and never carries `alg`: the algorithm always comes from the key. */
   signCompact(alg: Algorithm, key: KeyObject, header: { kid: string; typ: string; [name: string]: string }, payload: Record<string, unknown>): Promise<string>;
-  /** 'workers' or 'libuv' (workers could not start, or were not asked for). */
+  /** 'workers' or 'libuv' (workers could not start, or were not asked for). The pool starts on the first signature. */
   readonly mode: 'workers' | 'libuv';
   close(): Promise<void>;
 }
@@ -169,24 +169,33 @@ function startPool(size: number, onFailure: (err: Error) => void): { signBytes: 
  * once if the workers fail; signing then goes on on the thread pool.
  */
 export function createSigner({ workers = availableParallelism(), onFallback }: { workers?: number; onFallback?: (err: Error) => void } = {}): Signer {
+  // Started on the first signature: a replica that only serves the JWKS never pays for the workers' memory.
   let pool: ReturnType<typeof startPool> | undefined;
-  if (workers > 0) {
-    try {
-      pool = startPool(workers, (err) => onFallback?.(err));
-    } catch (err) {
-      onFallback?.(err as Error);
+  let poolFailed = workers <= 0;
+  let closed = false;
+  function signBytes(alg: Algorithm, key: KeyObject, input: string): Promise<string> {
+    if (!pool && !poolFailed && !closed) {
+      try {
+        pool = startPool(workers, (err) => onFallback?.(err));
+      } catch (err) {
+        poolFailed = true;
+        onFallback?.(err as Error);
+      }
     }
+    return pool ? pool.signBytes(alg, key, input) : signOnThreadPool(alg, key, input);
   }
-  const signBytes = pool ? pool.signBytes : signOnThreadPool;
   return {
     get mode() {
-      return pool?.healthy() ? 'workers' : 'libuv';
+      return !poolFailed && (pool?.healthy() ?? true) ? 'workers' : 'libuv';
     },
     async signCompact(alg, key, header, payload) {
       const signingInput = `${encode({ alg, ...header })}.${encode(payload)}`;
       return `${signingInput}.${await signBytes(alg, key, signingInput)}`;
     },
-    close: async () => pool?.close(),
+    async close() {
+      closed = true;
+      await pool?.close();
+    },
   };
 }
 
