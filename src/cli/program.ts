@@ -170,6 +170,8 @@ export function createProgram(): Command {
     .description('remove a key from the JWKS at once; it never signs again')
     .argument('<kid>', 'the key id')
     .option('--key-set <name>', 'the key set (default: the one holding the key)')
+    // Kids are base64url thumbprints: one in 64 starts with "-", which must be read as the kid, not an option.
+    .allowUnknownOption()
     .action(async (kid: string, options: { keySet?: string }, command: Command) => {
       const { client, json } = connect(command);
       const result = await client.keys.revoke(kid, options.keySet === undefined ? {} : { key_set: options.keySet });

@@ -108,6 +108,11 @@ test('keys import and revoke: a PEM file as the next key, then revoked; unknown 
   assert.match(revoked.stdout, new RegExp(`^revoked in key set default: revoked ${kid}`));
   assert.equal(app.keys.view('default')!.keys.find((k) => k.kid === kid)?.state, 'revoked');
 
+  // Regression: a kid starting with "-" (one thumbprint in 64) was parsed as an unknown option (exit 2).
+  const dashed = await cli(['keys', 'revoke', '-KZhnbF8nYOE58rbrU5USwhieKiIMI8DR9fkE8rj480', '--json']);
+  assert.equal(dashed.code, 1, dashed.stderr);
+  assert.equal(json(dashed).code, 'key_not_found');
+
   const unknown = await cli(['keys', 'revoke', 'no-such-kid', '--json']);
   assert.equal(unknown.code, 1);
   assert.equal(json(unknown).code, 'key_not_found');
