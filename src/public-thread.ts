@@ -29,7 +29,13 @@ function postingLogger(level: string): FastifyBaseLogger {
       ? noop
       : (obj: unknown, msg?: string) => {
           const fields = typeof obj === 'object' && obj !== null ? cloneable(obj as Record<string, unknown>) : {};
-          post({ op: 'log', level: name, fields, msg: typeof obj === 'string' ? obj : (msg ?? '') });
+          const line = { op: 'log', level: name, msg: typeof obj === 'string' ? obj : (msg ?? '') } as const;
+          try {
+            post({ ...line, fields });
+          } catch {
+            // A field that cannot be cloned (a function, a socket): the line goes without its fields.
+            post({ ...line, fields: {} });
+          }
         };
   const logger = { level, silent: noop, child: () => logger } as unknown as Record<string, unknown>;
   for (const name of LEVELS) logger[name] = method(name);
