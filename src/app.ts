@@ -269,7 +269,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     registerProblemHandlers(publicApp, { logger: publicLog });
   }
   await publicApp.register(healthRoutes(keys, store));
-  await publicApp.register(jwksRoutes(config, keys));
+  await publicApp.register(jwksRoutes(config, keys, metrics));
 
   const internalApp = Fastify(serverOptions(config, logger, 'internal'));
   // The API speaks JSON only: without this, Fastify's built-in text parser would turn 415s into 400s.
