@@ -585,17 +585,27 @@ async function main(): Promise<void> {
     // ---- 3b. JWKS latency while assertions are signed at full rate
     if (enabled('contention')) {
       log(`3b. JWKS p99 at ${PROBE_RATE} req/s: idle vs assertions at full rate`);
-      const url = `${full.base}/.well-known/jwks.json`;
-      const loads: Array<{ key: string; alg?: Alg }> = [{ key: 'idle' }, { key: 'RS256 load', alg: 'RS256' }, { key: 'ES256 load', alg: 'ES256' }];
+      // Ablation: the same service with its public port on the main event loop (PUBLIC_SERVER_THREAD=false).
+      const inMain = await startService('service-public-in-main-thread', redis, { KEY_SETS_FILE: keySetsFile, PUBLIC_SERVER_THREAD: 'false' });
+      const IN_MAIN = ' (public port in the main thread)';
+      const loads: Array<{ key: string; alg?: Alg; svc: Service }> = [
+        { key: 'idle', svc: full },
+        { key: 'RS256 load', alg: 'RS256', svc: full },
+        { key: 'ES256 load', alg: 'ES256', svc: full },
+        { key: `idle${IN_MAIN}`, svc: inMain },
+        { key: `RS256 load${IN_MAIN}`, alg: 'RS256', svc: inMain },
+        { key: `ES256 load${IN_MAIN}`, alg: 'ES256', svc: inMain },
+      ];
       const byKey = new Map<string, Probe[]>(loads.map((l) => [l.key, []]));
       const signRates = new Map<string, number[]>();
-      await probe(url, PROBE_RATE, 1);
+      for (const svc of [full, inMain]) await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
       for (let r = 0; r < P.reps; r++) {
         for (const l of loads) {
+          const url = `${l.svc.base}/.well-known/jwks.json`;
           let load: Promise<LoadResult> | undefined;
           if (l.alg) {
             const spec: LoadSpec = {
-              base: full.internal,
+              base: l.svc.internal,
               paths: ['/v1/assertions'],
               method: 'POST',
               body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(l.alg) }),
@@ -613,6 +623,7 @@ async function main(): Promise<void> {
           log(`  ${l.key} #${r + 1}: JWKS p50 ${p.p50Ms.toFixed(2)} ms p99 ${p.p99Ms.toFixed(2)} ms (${p.requests} requests, ${p.errors} errors)${loaded ? `; ${Math.round(loaded.rps)} assertions/s` : ''}`);
         }
       }
+      await stop(inMain.proc);
       results.sections.contention = Object.fromEntries(
         loads.map((l) => {
           const ps = byKey.get(l.key)!;

@@ -282,14 +282,22 @@ export function renderResults(r: Results, notes?: string): string {
     out.push('');
     out.push(
       `A paced probe (in the harness process, keep-alive) requests the JWKS ${r.params.probeRate} times a second for ${r.params.contentionS} s per run, ` +
-        `alone ("idle") and while wrk drives POST /v1/assertions with ${r.params.signConnections} connections. Latency is measured by the probe, so it includes the probe's own scheduling delay on the busy machine.`,
+        `alone ("idle") and while wrk drives POST /v1/assertions with ${r.params.signConnections} connections. Latency is measured by the probe, so it includes the probe's own scheduling delay on the busy machine. ` +
+        'The rows marked "public port in the main thread" are the same service with PUBLIC_SERVER_THREAD=false (JWKS and signing API on one event loop), each compared with its own idle row.',
     );
     out.push('');
-    const idle = c.idle?.p99Ms;
+    // Rows "... (public port in the main thread)" are the PUBLIC_SERVER_THREAD=false ablation, compared with their own idle row.
+    const idleOf = (k: string) => {
+      const suffix = /( \(.*\))$/.exec(k)?.[1] ?? '';
+      return c[`idle${suffix}`]?.p99Ms;
+    };
     out.push(
       table(
         ['condition', 'JWKS p50 ms', 'JWKS p99 ms', 'p99 runs', 'p99 vs idle', 'max ms', 'assertions/s meanwhile', 'probe requests', 'errors'],
-        Object.entries(c).map(([k, v]) => [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors)]),
+        Object.entries(c).map(([k, v]) => {
+          const idle = idleOf(k);
+          return [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors)];
+        }),
       ),
     );
     out.push('');
