@@ -16,6 +16,9 @@ RUN npm ci --omit=dev
 
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
+# V8's young generation grows to 3 x 16 MB under load by default; 2 MB semi-spaces keep RSS under 150 MB with
+# 1,000 key sets at no measurable throughput cost (bench/NOTES.md). bench/run.ts starts the service with this line.
+ENV NODE_OPTIONS=--max-semi-space-size=2
 WORKDIR /app
 # Files stay owned by root: the process can read them but never rewrite its own code.
 COPY package.json package-lock.json ./

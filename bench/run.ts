@@ -9,7 +9,7 @@
 // Writes bench/RESULTS.md and bench/ratios.svg; raw data, logs and CPU profiles go to bench/out/.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Agent, request as httpRequest } from 'node:http';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -82,6 +82,9 @@ interface Service {
   internal: string;
 }
 
+/** The image's NODE_OPTIONS (Dockerfile), so that the bench runs the service as production does. */
+const IMAGE_NODE_OPTIONS = (/^ENV NODE_OPTIONS=(.+)$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '').trim();
+
 async function startService(name: string, redis: RedisServer, env: Record<string, string>, nodeArgs: string[] = [], readyMs = 60_000): Promise<Service> {
   const [port, internalPort] = [await freePort(), await freePort()];
   const fullEnv = {
@@ -97,6 +100,7 @@ async function startService(name: string, redis: RedisServer, env: Record<string
     API_TOKEN_SHA256: createHash('sha256').update(API_TOKEN).digest('hex'),
     // The limiter stays on (it counts every request) with a limit that one client address never reaches.
     RATE_LIMIT_MAX: '10000000',
+    NODE_OPTIONS: IMAGE_NODE_OPTIONS,
     ...env,
   };
   const proc = spawnLogged(name, process.execPath, [...nodeArgs, join(DIST, 'server.js')], fullEnv, join(OUT, 'logs', `${name}.log`), ROOT);
@@ -309,8 +313,8 @@ function machine(toolVersion: string, nginxVersion: string | undefined, rev: str
     nginx: nginxVersion ?? 'not installed (apt-get install -y nginx-light)',
     redis: sh('redis-server', ['--version']).split(' ').slice(0, 3).join(' '),
     'service build': rev
-      ? `git ${rev} (${sh('git', ['-C', ROOT, 'rev-parse', '--short', rev])}), compiled with tsc to bench/out/dist, run as node dist/server.js`
-      : `working tree at ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) in src/` : ''}, compiled with tsc to bench/out/dist, run as node dist/server.js`,
+      ? `git ${rev} (${sh('git', ['-C', ROOT, 'rev-parse', '--short', rev])}), compiled with tsc to bench/out/dist, run as ${IMAGE_NODE_OPTIONS ? `NODE_OPTIONS=${IMAGE_NODE_OPTIONS} ` : ''}node dist/server.js (the image's NODE_OPTIONS)`
+      : `working tree at ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) in src/` : ''}, compiled with tsc to bench/out/dist, run as ${IMAGE_NODE_OPTIONS ? `NODE_OPTIONS=${IMAGE_NODE_OPTIONS} ` : ''}node dist/server.js (the image's NODE_OPTIONS)`,
     'load average at start': loadavg().map((l) => l.toFixed(2)).join(' '),
   };
 }
@@ -370,11 +374,13 @@ async function profileService(
   spec: Omit<LoadSpec, 'base' | 'durationS'>,
   onInternal = false,
 ): Promise<ProfileSummary> {
-  const dir = join(OUT, 'profiles');
+  // Node writes one profile per thread (CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile): the main thread
+  // (id 0) runs the internal API; the public port runs in its own thread (PUBLIC_SERVER_THREAD), whose profile is
+  // the busiest one under a JWKS load (the signing workers start only on a first signature).
+  const dir = join(OUT, 'profiles', name);
+  rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${name}.cpuprofile`);
-  rmSync(file, { force: true });
-  const svc = await startService(`profile-${name}`, redis, env, ['--cpu-prof', `--cpu-prof-dir=${dir}`, `--cpu-prof-name=${name}.cpuprofile`]);
+  const svc = await startService(`profile-${name}`, redis, env, ['--cpu-prof', `--cpu-prof-dir=${dir}`]);
   const base = onInternal ? svc.internal : svc.base;
   await runLoad(tool, { ...spec, base, durationS: P.warmS });
   const fromUs = Number(process.hrtime.bigint() / 1000n);
@@ -382,7 +388,13 @@ async function profileService(
   const toUs = Number(process.hrtime.bigint() / 1000n);
   log(`  profiled ${name}: ${Math.round(result.rps)} req/s`);
   await stop(svc.proc, 15_000);
-  const summary = summarizeProfile(file, ROOT, { fromUs, toUs });
+  const files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  const threadOf = (f: string) => Number(f.split('.')[4]);
+  const candidates = (onInternal ? files.filter((f) => threadOf(f) === 0) : files).map((f) => ({ f, summary: summarizeProfile(join(dir, f), ROOT, { fromUs, toUs }) }));
+  if (candidates.length === 0) throw new Error(`no CPU profile written in ${dir}`);
+  const { f, summary } = candidates.reduce((a, b) => (b.summary.busyMs > a.summary.busyMs ? b : a));
+  const file = join(OUT, 'profiles', `${name}.cpuprofile`);
+  copyFileSync(join(dir, f), file);
   return { ...summary, file: relative(ROOT, file) };
 }
 
@@ -573,17 +585,27 @@ async function main(): Promise<void> {
     // ---- 3b. JWKS latency while assertions are signed at full rate
     if (enabled('contention')) {
       log(`3b. JWKS p99 at ${PROBE_RATE} req/s: idle vs assertions at full rate`);
-      const url = `${full.base}/.well-known/jwks.json`;
-      const loads: Array<{ key: string; alg?: Alg }> = [{ key: 'idle' }, { key: 'RS256 load', alg: 'RS256' }, { key: 'ES256 load', alg: 'ES256' }];
+      // Ablation: the same service with its public port on the main event loop (PUBLIC_SERVER_THREAD=false).
+      const inMain = await startService('service-public-in-main-thread', redis, { KEY_SETS_FILE: keySetsFile, PUBLIC_SERVER_THREAD: 'false' });
+      const IN_MAIN = ' (public port in the main thread)';
+      const loads: Array<{ key: string; alg?: Alg; svc: Service }> = [
+        { key: 'idle', svc: full },
+        { key: 'RS256 load', alg: 'RS256', svc: full },
+        { key: 'ES256 load', alg: 'ES256', svc: full },
+        { key: `idle${IN_MAIN}`, svc: inMain },
+        { key: `RS256 load${IN_MAIN}`, alg: 'RS256', svc: inMain },
+        { key: `ES256 load${IN_MAIN}`, alg: 'ES256', svc: inMain },
+      ];
       const byKey = new Map<string, Probe[]>(loads.map((l) => [l.key, []]));
       const signRates = new Map<string, number[]>();
-      await probe(url, PROBE_RATE, 1);
+      for (const svc of [full, inMain]) await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
       for (let r = 0; r < P.reps; r++) {
         for (const l of loads) {
+          const url = `${l.svc.base}/.well-known/jwks.json`;
           let load: Promise<LoadResult> | undefined;
           if (l.alg) {
             const spec: LoadSpec = {
-              base: full.internal,
+              base: l.svc.internal,
               paths: ['/v1/assertions'],
               method: 'POST',
               body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(l.alg) }),
@@ -601,6 +623,7 @@ async function main(): Promise<void> {
           log(`  ${l.key} #${r + 1}: JWKS p50 ${p.p50Ms.toFixed(2)} ms p99 ${p.p99Ms.toFixed(2)} ms (${p.requests} requests, ${p.errors} errors)${loaded ? `; ${Math.round(loaded.rps)} assertions/s` : ''}`);
         }
       }
+      await stop(inMain.proc);
       results.sections.contention = Object.fromEntries(
         loads.map((l) => {
           const ps = byKey.get(l.key)!;

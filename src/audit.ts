@@ -15,8 +15,8 @@ export interface StoredAuditEntry extends AuditEntry {
 }
 
 export interface AuditSink {
-  /** Resolves once the entry is stored (a batching sink resolves at its next flush). */
-  append(entry: StoredAuditEntry): Promise<void>;
+  /** Stores the entry, now or at the sink's next flush; `onError` is called if it cannot be stored. */
+  append(entry: StoredAuditEntry, onError?: (err: Error) => void): void;
   /** Newest first; `before` is an id from a previous page. */
   read(count: number, before?: string): Promise<StoredAuditEntry[]>;
   /** Stores what is buffered. */
@@ -36,7 +36,7 @@ export function createMemoryAuditSink(maxLength: number): AuditSink {
   let size = 0;
   const newest = (i: number) => ring[(next - 1 - i + maxLength) % maxLength]!;
   return {
-    async append(entry) {
+    append(entry) {
       ring[next] = entry;
       next = (next + 1) % maxLength;
       size = Math.min(size + 1, maxLength);
@@ -68,7 +68,7 @@ export function createMemoryAuditSink(maxLength: number): AuditSink {
  * trip. A read waits for this replica's buffered entries first.
  */
 export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number, { maxBatch = 100 } = {}): AuditSink {
-  let buffer: Array<{ entry: StoredAuditEntry; resolve: () => void; reject: (err: Error) => void }> = [];
+  let buffer: Array<{ entry: StoredAuditEntry; onError: ((err: Error) => void) | undefined }> = [];
   let inFlight: Promise<void> | undefined;
   let scheduled = false;
 
@@ -84,10 +84,9 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
       (results) =>
         batch.forEach((pending, i) => {
           const err = results?.[i]?.[0];
-          if (err) pending.reject(err);
-          else pending.resolve();
+          if (err) pending.onError?.(err);
         }),
-      (err: Error) => batch.forEach((pending) => pending.reject(err)),
+      (err: Error) => batch.forEach((pending) => pending.onError?.(err)),
     );
   }
 
@@ -107,14 +106,12 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
   }
 
   return {
-    append(entry) {
-      return new Promise((resolve, reject) => {
-        buffer.push({ entry, resolve, reject });
-        if (!inFlight && !scheduled) {
-          scheduled = true;
-          setImmediate(drain);
-        }
-      });
+    append(entry, onError) {
+      buffer.push({ entry, onError });
+      if (!inFlight && !scheduled) {
+        scheduled = true;
+        setImmediate(drain);
+      }
     },
     close: drain,
     async read(count, before) {
@@ -133,12 +130,13 @@ let sequence = 0;
  * and the log line is the record of last resort.
  */
 export function createAudit(sink: AuditSink, logger: Logger, onAppendError?: () => void): Audit {
+  const failed = () => onAppendError?.();
   return {
     record(entry, message = entry.event) {
       logger.info({ audit: entry.event, ...entry, event: undefined }, message);
       const now = Date.now();
       const stored: StoredAuditEntry = { ...entry, id: `${now}-${sequence++}`, time: new Date(now).toISOString() };
-      sink.append(stored).catch(() => onAppendError?.());
+      sink.append(stored, failed);
     },
     read: (count, before) => sink.read(count, before),
     close: async () => sink.close?.(),

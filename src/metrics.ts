@@ -88,6 +88,7 @@ export function createMetrics(config: Config): Metrics {
 
   // port -> route -> status -> counter child: no key string is built per response.
   const children = { public: new Map<string, Map<number, { inc(n?: number): void }>>(), internal: new Map<string, Map<number, { inc(n?: number): void }>>() };
+  const signedChildren = new Map<string, { count: { inc(): void }; seconds: { observe(value: number): void } }>();
   return {
     registry,
     request(port, route, status, count = 1) {
@@ -105,8 +106,15 @@ export function createMetrics(config: Config): Metrics {
     },
     rateLimited: (port, count = 1) => limited.inc({ port }, count),
     signed(keySet, alg, client, kind, seconds) {
-      signatures.inc({ key_set: keySet, alg, client, kind });
-      signingSeconds.observe({ alg }, seconds);
+      // Children cached per label set: prom-client hashes the labels object on every call otherwise.
+      const key = `${keySet}\u0000${alg}\u0000${client}\u0000${kind}`;
+      let child = signedChildren.get(key);
+      if (!child) {
+        child = { count: signatures.labels(keySet, alg, client, kind), seconds: signingSeconds.labels(alg) };
+        signedChildren.set(key, child);
+      }
+      child.count.inc();
+      child.seconds.observe(seconds);
     },
     keyEvents(keySet, events) {
       for (const event of events) keyChanges.inc({ key_set: keySet, event: event.split(' ').slice(0, -1).join('_') });

@@ -135,7 +135,7 @@ export async function buildPublicServer(settings: PublicSettings, source: JwksSo
     registerProblemHandlers(app, { logger });
   }
   await app.register(healthRoutes({ isReady: () => source.isReady(), storeState: () => source.storeState() }));
-  await app.register(jwksRoutes(settings, source));
+  await app.register(jwksRoutes(settings, source, sinks.request));
   await app.ready();
   return { app, ...(limit ? { limit } : {}) };
 }

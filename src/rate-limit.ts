@@ -1,7 +1,7 @@
 // Public rate limiting: fixed windows counted in memory, no store round trip per request. With Redis, the
 // replicas reconcile their counts in batches (one pipeline per interval: an HINCRBY per active address), so
-// a client's budget is shared by every replica, up to what it sends during one interval (README:
-// RATE_LIMIT_SHARED).
+// a client's budget is shared by every replica, up to what it sends during one interval and 1% of the limit
+// per replica (README: RATE_LIMIT_SHARED).
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
 import type { Cluster, Redis } from 'ioredis';
 
@@ -25,8 +25,11 @@ export interface WindowCounter {
   hit(key: string): number;
   /** Milliseconds until the current window ends. */
   msLeft(): number;
-  /** Sends the counts not yet reconciled (a no-op without Redis); resolves when done or failed. */
-  reconcile(): Promise<void>;
+  /**
+   * Sends the counts not yet reconciled of addresses with at least `threshold` (default: 1% of the limit)
+   * pending (a no-op without Redis); resolves when done or failed.
+   */
+  reconcile(threshold?: number): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -41,6 +44,12 @@ interface Entry {
 const MAX_TRACKED = 100_000;
 /** Addresses per pipeline. */
 const BATCH = 1000;
+/**
+ * An address is reported once this share of the limit is pending for it: clients far below their limit (the
+ * common case: consumers polling the JWKS) cost Redis nothing, and each replica's unreported requests of one
+ * address stay under 1% of the limit.
+ */
+const REPORT_SHARE = 0.01;
 
 export function createWindowCounter({ max, windowMs, now, shared }: WindowCounterOptions): WindowCounter {
   let window = Math.floor(now() / windowMs);
@@ -49,6 +58,7 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
   let failing = false;
   /** The window whose hash this replica has given an expiry (once per window, not per batch). */
   let expirySetFor: number | undefined;
+  const reportAt = Math.max(1, Math.ceil(max * REPORT_SHARE));
 
   function currentEntries(): Map<string, Entry> {
     const w = Math.floor(now() / windowMs);
@@ -60,10 +70,10 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
     return entries;
   }
 
-  async function send(client: Redis | Cluster, keyPrefix: string): Promise<void> {
+  async function send(client: Redis | Cluster, keyPrefix: string, threshold: number): Promise<void> {
     const forWindow = window;
     const batch: Array<[string, Entry, number]> = [];
-    for (const [key, entry] of entries) if (entry.pending > 0) batch.push([key, entry, entry.pending]);
+    for (const [key, entry] of entries) if (entry.pending >= threshold) batch.push([key, entry, entry.pending]);
     if (batch.length === 0) return;
     // One hash per window: one key, so one slot in a Cluster and a pipeline that any mode accepts.
     const redisKey = `${keyPrefix}${forWindow}`;
@@ -93,12 +103,12 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
     }
   }
 
-  function reconcile(): Promise<void> {
+  function reconcile(threshold = reportAt): Promise<void> {
     if (!shared) return Promise.resolve();
     currentEntries();
     // One batch at a time; while Redis is not connected, the replica counts alone (no queue, no errors).
     if (inFlight || shared.client.status !== 'ready') return inFlight ?? Promise.resolve();
-    inFlight = send(shared.client, shared.keyPrefix).finally(() => {
+    inFlight = send(shared.client, shared.keyPrefix, threshold).finally(() => {
       inFlight = undefined;
     });
     return inFlight;
@@ -127,7 +137,8 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
     reconcile,
     async close() {
       if (timer) clearInterval(timer);
-      await reconcile();
+      await inFlight;
+      await reconcile(1);
     },
   };
 }

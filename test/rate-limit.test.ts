@@ -70,6 +70,26 @@ test('shared limit: a client spread over two replicas is refused by both once th
   assert.ok((await redis.client.pttl(keys[0]!)) > 0, 'the window hash expires');
 });
 
+test('an address far below the limit costs Redis nothing; it is reported once 1% of the limit is pending', async (t) => {
+  const prefix = `rl-quiet-${Date.now()}:`;
+  const [a] = await replicas(t, { RATE_LIMIT_MAX: '1000', REDIS_KEY_PREFIX: prefix });
+  const ip = '198.51.100.40';
+  const stored = async () => {
+    const keys = await redis.client.keys(`${prefix}ratelimit:*`);
+    return keys.length === 0 ? null : redis.client.hget(keys[0]!, ip);
+  };
+  for (let i = 0; i < 9; i++) assert.equal((await from(a, ip)).statusCode, 200);
+  await pause(200); // four intervals: nothing to report below 10 (1% of 1000)
+  assert.equal(await stored(), null);
+  assert.equal((await from(a, ip)).statusCode, 200);
+  let reported: string | null = null;
+  for (let i = 0; i < 40 && reported === null; i++) {
+    await pause(25);
+    reported = await stored();
+  }
+  assert.equal(reported, '10', 'the ten requests are reported together');
+});
+
 test('RATE_LIMIT_SHARED=false: each replica counts alone', async (t) => {
   const [a, b] = await replicas(t, { RATE_LIMIT_MAX: '3', RATE_LIMIT_SHARED: 'false', REDIS_KEY_PREFIX: `rl-local-${Date.now()}:` });
   for (let i = 0; i < 3; i++) {

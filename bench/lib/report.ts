@@ -120,7 +120,7 @@ function profileSection(p: { name: string; summary: ProfileSummary }): string {
   return [
     `### Profile: ${p.name}`,
     '',
-    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the main thread out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. The signing worker threads (where RSA/EC signatures run, at nice 10) are not sampled by --cpu-prof. The profiler samples on a wall clock: time the main thread spends waiting for a CPU (2 cores shared with the load generator and the signing threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client); the same-run CPU µs per request and the ablations are the better measure of cost.`,
+    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the profiled thread (JWKS loads: the public port's thread; assertion loads: the main thread, which runs the internal API) out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. Node writes a profile per thread; the signing worker threads' (where RSA/EC signatures run, at nice 10) are not summarised here. The profiler samples on a wall clock: time the thread spends waiting for a CPU (2 cores shared with the load generator and the signing threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client); the same-run CPU µs per request and the ablations are the better measure of cost.`,
     '',
     'Self time by component:',
     '',
@@ -169,7 +169,7 @@ export function renderResults(r: Results, notes?: string): string {
   out.push(`Parameters: \`${JSON.stringify(r.params)}\``);
   out.push('');
   out.push(
-    'Service configuration in every case: the compiled service (`node dist/server.js`), Redis store (a private redis-server on a loopback port, no persistence), ' +
+    'Service configuration in every case: the compiled service (`node dist/server.js`, with the image\'s `NODE_OPTIONS` from the Dockerfile), Redis store (a private redis-server on a loopback port, no persistence), ' +
       '`LOG_LEVEL=info` (production default; logs go to a file under bench/out/logs), `NODE_ENV=production`, rate limiting on with `RATE_LIMIT_MAX=10000000` ' +
       '(the limiter counts every request; one client address never reaches the limit), four key sets rs256 (default), ps256, es256, eddsa. ' +
       'Metrics are on, as always in the service (prom-client: a counter per response in a synchronous onSend hook on both ports, a signing histogram); /metrics is not scraped during the runs. Signatures run in the service\'s pool of worker threads (one per core, nice 10; src/keys/signer.ts).',
@@ -282,14 +282,22 @@ export function renderResults(r: Results, notes?: string): string {
     out.push('');
     out.push(
       `A paced probe (in the harness process, keep-alive) requests the JWKS ${r.params.probeRate} times a second for ${r.params.contentionS} s per run, ` +
-        `alone ("idle") and while wrk drives POST /v1/assertions with ${r.params.signConnections} connections. Latency is measured by the probe, so it includes the probe's own scheduling delay on the busy machine.`,
+        `alone ("idle") and while wrk drives POST /v1/assertions with ${r.params.signConnections} connections. Latency is measured by the probe, so it includes the probe's own scheduling delay on the busy machine. ` +
+        'The rows marked "public port in the main thread" are the same service with PUBLIC_SERVER_THREAD=false (JWKS and signing API on one event loop), each compared with its own idle row.',
     );
     out.push('');
-    const idle = c.idle?.p99Ms;
+    // Rows "... (public port in the main thread)" are the PUBLIC_SERVER_THREAD=false ablation, compared with their own idle row.
+    const idleOf = (k: string) => {
+      const suffix = /( \(.*\))$/.exec(k)?.[1] ?? '';
+      return c[`idle${suffix}`]?.p99Ms;
+    };
     out.push(
       table(
         ['condition', 'JWKS p50 ms', 'JWKS p99 ms', 'p99 runs', 'p99 vs idle', 'max ms', 'assertions/s meanwhile', 'probe requests', 'errors'],
-        Object.entries(c).map(([k, v]) => [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors)]),
+        Object.entries(c).map(([k, v]) => {
+          const idle = idleOf(k);
+          return [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors)];
+        }),
       ),
     );
     out.push('');

@@ -1,7 +1,7 @@
 // POST /v1/assertions and POST /v1/jwt: signed tokens under the caller's policy; private keys never leave.
 import type { FastifyInstance } from 'fastify';
 import { CLIENT_ASSERTION_TYPE, type TokenService } from '../../signing/token-service.js';
-import { type AssertionBody, AssertionBodySchema, type JwtBody, JwtBodySchema } from './schemas.js';
+import { type AssertionBody, AssertionBodySchema, AssertionResponseSchema, type JwtBody, JwtBodySchema, JwtResponseSchema } from './schemas.js';
 
 const docs = {
   assertion: {
@@ -22,9 +22,10 @@ const docs = {
   },
 };
 
+// The 200 schemas make Fastify serialise the answers with a compiled serialiser (cheaper than JSON.stringify).
 export function signingRoutes(tokens: TokenService) {
   return async function register(app: FastifyInstance): Promise<void> {
-    app.post<{ Body: AssertionBody }>('/v1/assertions', { schema: { ...docs.assertion, body: AssertionBodySchema } }, async (request, reply) => {
+    app.post<{ Body: AssertionBody }>('/v1/assertions', { schema: { ...docs.assertion, body: AssertionBodySchema, response: { 200: AssertionResponseSchema } } }, async (request, reply) => {
       const signed = await tokens.assertion(request.apiClient, request.body);
       reply.header('cache-control', 'no-store');
       return {
@@ -37,7 +38,7 @@ export function signingRoutes(tokens: TokenService) {
       };
     });
 
-    app.post<{ Body: JwtBody }>('/v1/jwt', { schema: { ...docs.jwt, body: JwtBodySchema } }, async (request, reply) => {
+    app.post<{ Body: JwtBody }>('/v1/jwt', { schema: { ...docs.jwt, body: JwtBodySchema, response: { 200: JwtResponseSchema } } }, async (request, reply) => {
       const signed = await tokens.jwt(request.apiClient, request.body);
       reply.header('cache-control', 'no-store');
       return { jwt: signed.token, kid: signed.kid, alg: signed.alg, jti: signed.jti, expires_at: signed.expiresAt };

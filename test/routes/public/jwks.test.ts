@@ -3,6 +3,7 @@ import { createPublicKey } from 'node:crypto';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { test } from 'node:test';
 import { calculateJwkThumbprint, importJWK, type JWK } from 'jose';
 import { buildTestApp } from '../../helpers/app.js';
@@ -168,4 +169,66 @@ test('health and readiness on both ports', async (t) => {
     assert.equal(ready.statusCode, 200);
     assert.deepEqual(ready.json(), { status: 'ready', store: 'memory' });
   }
+});
+
+test('on a real socket: keep-alive, Content-Length, HEAD and 304 of the directly written answer; responses counted', async (t) => {
+  const { app } = await buildTestApp();
+  t.after(() => app.close());
+  const { publicUrl } = await app.listen();
+  const { port } = new URL(publicUrl);
+  // Several requests on one kept-alive connection, read raw so that every byte of the framing is checked.
+  const socket = connect({ host: '127.0.0.1', port: Number(port) });
+  t.after(() => socket.destroy());
+  await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+  let received = Buffer.alloc(0);
+  socket.on('data', (chunk: Buffer) => (received = Buffer.concat([received, chunk])));
+  const ask = async (request: string, responses: number): Promise<string> => {
+    const before = received.length;
+    socket.write(request);
+    const deadline = Date.now() + 5000;
+    const count = () => (received.subarray(before).toString('latin1').match(/HTTP\/1\.1 \d{3} /g) ?? []).length;
+    while (count() < responses || !/\r\n\r\n/.test(received.subarray(before).toString('latin1'))) {
+      if (Date.now() > deadline) throw new Error(`no complete answer: ${received.subarray(before).toString('latin1')}`);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return received.subarray(before).toString('latin1');
+  };
+  const body = (await app.public.inject({ url: '/.well-known/jwks.json' })).body;
+  const etag = app.keys.view('default')!.jwks.etags['application/json'];
+
+  const get = await ask('GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\n', 1);
+  const [head, rest] = get.split('\r\n\r\n');
+  assert.match(head!, /^HTTP\/1\.1 200 OK/);
+  assert.match(head!, /\r\nconnection: keep-alive/i);
+  assert.match(head!, new RegExp(`\\r\\ncontent-length: ${Buffer.byteLength(body)}\\r\\n`, 'i'));
+  assert.match(head!, /\r\ncontent-type: application\/json\r\n/i);
+  assert.equal(rest, body, 'exactly the body, nothing after it');
+
+  const headOnly = await ask('HEAD /jwks/default.json HTTP/1.1\r\nHost: x\r\n\r\n', 1);
+  assert.match(headOnly, /^HTTP\/1\.1 200 OK/);
+  assert.match(headOnly, new RegExp(`\\r\\ncontent-length: ${Buffer.byteLength(body)}\\r\\n`, 'i'));
+  assert.ok(headOnly.endsWith('\r\n\r\n'), 'HEAD: no body');
+
+  const notModified = await ask(`GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nIf-None-Match: ${etag}\r\n\r\n`, 1);
+  assert.match(notModified, /^HTTP\/1\.1 304 Not Modified/);
+  assert.doesNotMatch(notModified, /content-type|content-length: [1-9]/i);
+  assert.ok(notModified.endsWith('\r\n\r\n'), '304: no body');
+
+  // Pipelined on the same connection: both answered in order, the connection still open.
+  const twice = await ask('GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\n\r\nGET /jwks/default.json HTTP/1.1\r\nHost: x\r\n\r\n', 2);
+  assert.equal(twice.split(body).length - 1, 2);
+  assert.equal(socket.destroyed, false);
+
+  // The public thread (PUBLIC_SERVER_THREAD) reports its counts at least every second: bounded wait for them.
+  let metrics = await app.internal.inject({ url: '/metrics' });
+  const count = (route: string, status: number) =>
+    Number(new RegExp(`jwks_signer_http_requests_total\\{port="public",route="${route.replace(/[./]/g, '\\$&')}",status="${status}"\\} (\\d+)`).exec(metrics.body)?.[1] ?? 0);
+  for (let i = 0; i < 60 && (count('/.well-known/jwks.json', 200) < 3 || count('/.well-known/jwks.json', 304) < 1 || count('/jwks/:file', 200) < 2); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    metrics = await app.internal.inject({ url: '/metrics' });
+  }
+  assert.equal(count('/.well-known/jwks.json', 200), 3, 'the inject and two socket GETs');
+  assert.equal(count('/.well-known/jwks.json', 304), 1);
+  assert.equal(count('/jwks/:file', 200), 2, 'HEAD and GET');
 });
