@@ -1,17 +1,6 @@
 // buildApp: the key store, the key manager, and the two Fastify instances (public JWKS, internal signing API).
-import { randomBytes } from 'node:crypto';
 import rateLimit from '@fastify/rate-limit';
-import type { Server } from 'node:http';
-import Fastify, {
-  type FastifyHttpOptions,
-  type FastifyInstance,
-  type FastifyReply,
-  type FastifyRequest,
-  type FastifyServerOptions,
-  type HookHandlerDoneFunction,
-  LogController,
-  type RouteOptions,
-} from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { pino, type DestinationStream, type Logger } from 'pino';
 import type { Config } from './config.js';
 import { Errors } from './errors.js';
@@ -24,16 +13,16 @@ import { loggerOptions } from './logger.js';
 import { type Audit, type AuditSink, createAudit, createMemoryAuditSink, createRedisAuditSink } from './audit.js';
 import { auditRoutes } from './routes/internal/audit.js';
 import { createMetrics, type Metrics } from './metrics.js';
-import { createWindowCounter, rateLimitStore, type WindowCounter } from './rate-limit.js';
 import { registerOpenApi } from './plugins/openapi.js';
-import { registerProblemHandlers, sendClientError } from './plugins/problem-errors.js';
+import { registerProblemHandlers } from './plugins/problem-errors.js';
+import { addRouteHooks, buildPublicServer, countResponses, fastifyOptions, type PublicJwksView, publicSettings, toPublicView } from './public-server.js';
+import { type PublicThread, startPublicThread } from './public-thread-host.js';
 import { healthRoutes } from './routes/health.js';
 import { authenticate } from './routes/internal/auth.js';
 import { keyRoutes } from './routes/internal/keys.js';
 import { signingRoutes } from './routes/internal/signing.js';
 import { tokenRoutes } from './routes/internal/tokens.js';
 import { createTokenBroker } from './oauth/token-broker.js';
-import { jwksRoutes } from './routes/public/jwks.js';
 import { createSigner } from './keys/signer.js';
 import { createTokenService, type TokenService } from './signing/token-service.js';
 
@@ -58,6 +47,8 @@ export interface App {
   logger: Logger;
   metrics: Metrics;
   audit: Audit;
+  /** The thread serving the public port, while listen() has one running (PUBLIC_SERVER_THREAD). */
+  readonly publicThread: PublicThread | undefined;
   listen(): Promise<{ publicUrl: string; internalUrl: string }>;
   close(): Promise<void>;
 }
@@ -88,53 +79,6 @@ function createStore(config: Config, logger: Logger): { store: KeyStore; auditSi
   };
 }
 
-/** Request ids: a random prefix per process and a counter (a UUID per request cost ~1% of the JWKS path). */
-function requestIds(): () => string {
-  const prefix = randomBytes(6).toString('hex');
-  let next = 0;
-  return () => `${prefix}-${(next++).toString(36)}`;
-}
-
-function serverOptions(config: Config, logger: Logger, port: 'public' | 'internal'): FastifyHttpOptions<Server> {
-  return {
-    // The public port has no Fastify logger: Fastify then makes no child logger and attaches no response
-    // listeners per request (together they cost more than the JWKS route itself). Its refusal and failure
-    // lines go through the app's logger, with the request id (registerProblemHandlers).
-    ...(port === 'internal' ? { loggerInstance: logger.child({ port }) } : {}),
-    // Fastify accepts a hop count at run time although its type omits it.
-    trustProxy: config.trustProxy as FastifyServerOptions['trustProxy'],
-    requestIdHeader: 'x-request-id',
-    genReqId: requestIds(),
-    // No automatic request logging: the public port answers Acumatica on every token request, and on the
-    // internal port each signature has its audit line; logResponses() writes the other lines.
-    logController: new LogController({ disableRequestLogging: true }),
-    bodyLimit: port === 'public' ? 1024 : config.internalBodyLimit,
-    ...connectionLimits(config),
-    clientErrorHandler: sendClientError,
-    return503OnClosing: true,
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
-  };
-}
-
-// A request (headers and body) must be complete within requestTimeout; Node checks open requests every
-// connectionsCheckingInterval, so that is the slack on it. An idle socket closes after connectionTimeout, an
-// idle kept-alive one after keepAliveTimeout: by default longer than the idle timeout of common load balancers
-// (60 s), so that the balancer, not us, closes a pooled connection, and never mid-request.
-function connectionLimits(config: Config): Partial<FastifyHttpOptions<Server>> {
-  const { requestTimeoutMs, keepAliveTimeoutMs, connectionTimeoutMs, maxHeaderSize } = config.connectionLimits;
-  return {
-    requestTimeout: requestTimeoutMs,
-    keepAliveTimeout: keepAliveTimeoutMs,
-    connectionTimeout: connectionTimeoutMs,
-    http: {
-      maxHeaderSize,
-      requestTimeout: requestTimeoutMs,
-      headersTimeout: requestTimeoutMs,
-      connectionsCheckingInterval: Math.min(1000, Math.max(50, Math.floor(requestTimeoutMs / 4))),
-    },
-  };
-}
-
 const MAX_JSON_DEPTH = 32;
 
 const SIGNING_ROUTES = new Set(['/v1/assertions', '/v1/jwt']);
@@ -160,41 +104,6 @@ function logResponses(app: FastifyInstance): void {
   });
 }
 
-type RouteHook = (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) => void;
-type SendHook = (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: (err: Error | null, payload: unknown) => void) => void;
-interface RouteHooks {
-  onResponse: RouteHook;
-  onSend: SendHook;
-}
-
-/** Adds a hook to every route registered from now on (none when `hookFor` gives none). */
-function addRouteHooks<K extends keyof RouteHooks>(app: FastifyInstance, kind: K, hookFor: (route: RouteOptions) => RouteHooks[K] | undefined): void {
-  app.addHook('onRoute', (route) => {
-    const hook = hookFor(route);
-    if (!hook) return;
-    const existing = route[kind] as RouteHooks[K] | RouteHooks[K][] | undefined;
-    (route as unknown as Record<K, RouteHooks[K][]>)[kind] = existing === undefined ? [hook] : Array.isArray(existing) ? [...existing, hook] : [existing, hook];
-  });
-}
-
-function countResponses(app: FastifyInstance, metrics: Metrics, port: 'public' | 'internal'): void {
-  // In onSend, per route with its URL bound (request.routeOptions builds an object per access), and
-  // synchronous: an onResponse hook would make Fastify attach response listeners to every request of the
-  // public port, and an async hook costs a promise and a microtask. Unmatched URLs share one label, so that
-  // scanners cannot grow the label set without bound.
-  addRouteHooks(app, 'onSend', (route) => {
-    const url = route.url;
-    return (_request, reply, payload, done) => {
-      metrics.request(port, url, reply.statusCode);
-      done(null, payload);
-    };
-  });
-  app.addHook('onSend', (request, reply, payload, done) => {
-    if (request.is404) metrics.request(port, 'unmatched', reply.statusCode);
-    done(null, payload);
-  });
-}
-
 export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App> {
   const logger = deps.logger ?? pino(loggerOptions(config.logLevel), deps.logStream);
   const clock = deps.clock ?? systemClock;
@@ -202,6 +111,9 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   const store = deps.store ?? created!.store;
   const encryption = createKeyEncryption(config.encryptionKeys);
   const metrics = deps.metrics ?? createMetrics(config);
+  // What the public port serves: each set's rendered JWKS, kept here for the in-process instance and the thread.
+  const publicViews = new Map<string, PublicJwksView>();
+  let publicThread: PublicThread | undefined;
   const keys = createKeyManager({
     config,
     store,
@@ -213,6 +125,14 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
       audit.record({ event: 'key_lifecycle', keySet: set, events }, 'key set changed');
     },
     onStoreError: (operation) => metrics.storeError(operation),
+    onViewChange: (set, view) => {
+      const previous = publicViews.get(set);
+      const next = toPublicView(view);
+      // Maintenance re-applies an unchanged set: only a change reaches the public thread.
+      if (previous && previous.generation === next.generation && previous.etags['application/json'] === next.etags['application/json'] && previous.lastModified === next.lastModified) return;
+      publicViews.set(set, next);
+      publicThread?.pushView(set, next);
+    },
     ...(deps.onFatal ? { onFatal: deps.onFatal } : {}),
   });
   metrics.observe(keys, store, clock);
@@ -229,49 +149,16 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
   const tokens = createTokenService({ config, keys, logger, clock, metrics, audit, signer });
   const broker = createTokenBroker({ config: config.broker, tokens, clock, metrics, audit });
 
-  const publicApp = Fastify(serverOptions(config, logger, 'public'));
   const publicLog = logger.child({ port: 'public' });
-  countResponses(publicApp, metrics, 'public');
-  let publicLimit: WindowCounter | undefined;
-  if (config.rateLimit.max > 0) {
-    const client = created?.client;
-    publicLimit = createWindowCounter({
-      max: config.rateLimit.max,
-      windowMs: config.rateLimit.windowMs,
-      now: () => clock.now(),
-      ...(config.rateLimit.shared && client
-        ? {
-            shared: {
-              client,
-              keyPrefix: `${config.redisKeyPrefix}ratelimit:`,
-              intervalMs: config.rateLimit.syncIntervalMs,
-              onError: (err) => logger.warn({ err: err.message }, 'rate limit: cannot reconcile counts with the other replicas; counting locally'),
-              onRecovered: () => logger.info('rate limit: reconciling counts with the other replicas again'),
-            },
-          }
-        : {}),
-    });
-    // Counted in memory by the store, which answers synchronously (src/rate-limit.ts); Redis only reconciles.
-    await publicApp.register(rateLimit, {
-      global: true,
-      hook: 'onRequest',
-      max: config.rateLimit.max,
-      timeWindow: config.rateLimit.windowMs,
-      store: rateLimitStore(publicLimit),
-      addHeadersOnExceeding: { 'x-ratelimit-limit': false, 'x-ratelimit-remaining': false, 'x-ratelimit-reset': false },
-      onExceeded: () => metrics.rateLimited('public'),
-      errorResponseBuilder: (_request, context) =>
-        Errors.rateLimited(`limit of ${context.max} requests per ${context.after} reached; retry after the Retry-After delay`),
-    });
-    // Unknown paths count against the same budget, or a scanner could send them without limit.
-    registerProblemHandlers(publicApp, { preHandler: publicApp.rateLimit(), logger: publicLog });
-  } else {
-    registerProblemHandlers(publicApp, { logger: publicLog });
-  }
-  await publicApp.register(healthRoutes(keys, store));
-  await publicApp.register(jwksRoutes(config, keys, metrics));
-
-  const internalApp = Fastify(serverOptions(config, logger, 'internal'));
+  const publicSource = { view: (set: string) => publicViews.get(set), isReady: () => keys.isReady(), storeState: () => store.state() };
+  const { app: publicApp, limit: publicLimit } = await buildPublicServer(publicSettings(config), publicSource, {
+    logger: publicLog,
+    request: (route, status) => metrics.request('public', route, status),
+    rateLimited: () => metrics.rateLimited('public'),
+    now: () => clock.now(),
+    ...(created?.client ? { redis: created.client } : {}),
+  });
+  const internalApp = Fastify({ loggerInstance: logger.child({ port: 'internal' }), ...fastifyOptions(config.trustProxy, config.connectionLimits), bodyLimit: config.internalBodyLimit });
   // The API speaks JSON only: without this, Fastify's built-in text parser would turn 415s into 400s.
   internalApp.removeContentTypeParser(['text/plain', 'application/json']);
   const parseJson = internalApp.getDefaultJsonParser('error', 'error');
@@ -284,10 +171,10 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     parseJson(request, body as string, done);
   });
   registerProblemHandlers(internalApp);
-  countResponses(internalApp, metrics, 'internal');
+  countResponses(internalApp, (route, status) => metrics.request('internal', route, status));
   logResponses(internalApp);
   await registerOpenApi(internalApp);
-  await internalApp.register(healthRoutes(keys, store));
+  await internalApp.register(healthRoutes(publicSource));
   internalApp.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await internalApp.register(async function protectedRoutes(api) {
     api.addHook(
@@ -322,7 +209,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     await api.register(auditRoutes(audit));
   });
 
-  await Promise.all([publicApp.ready(), internalApp.ready()]);
+  await internalApp.ready();
 
   let closing: Promise<void> | undefined;
   return {
@@ -335,14 +222,30 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     logger,
     metrics,
     audit,
+    get publicThread() {
+      return publicThread;
+    },
     async listen() {
-      const publicUrl = await publicApp.listen({ port: config.port, host: config.host });
+      let publicUrl: string;
+      if (config.publicServerThread) {
+        publicThread = await startPublicThread({
+          settings: publicSettings(config),
+          views: () => publicViews.entries(),
+          storeState: () => store.state(),
+          logger: publicLog,
+          metrics,
+          closeTimeoutMs: config.shutdownTimeoutMs,
+        });
+        publicUrl = publicThread.url;
+      } else {
+        publicUrl = await publicApp.listen({ port: config.port, host: config.host });
+      }
       const internalUrl = await internalApp.listen({ port: config.internalPort, host: config.internalHost });
       return { publicUrl, internalUrl };
     },
     close() {
       closing ??= (async () => {
-        await Promise.allSettled([publicApp.close(), internalApp.close()]);
+        await Promise.allSettled([publicApp.close(), internalApp.close(), publicThread?.close()]);
         await publicLimit?.close();
         await audit.close();
         await signer.close();

@@ -159,6 +159,8 @@ export interface Config {
   rotationLockTtlMs: number;
   shutdownTimeoutMs: number;
   internalBodyLimit: number;
+  /** Serve the public port from its own worker thread, so that JWKS requests never wait behind the signing API. */
+  publicServerThread: boolean;
   /** Both ports: slow or idle clients cannot hold a connection or a request open. */
   connectionLimits: { requestTimeoutMs: number; keepAliveTimeoutMs: number; connectionTimeoutMs: number; maxHeaderSize: number };
   /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
@@ -550,6 +552,7 @@ export function loadConfig(env: Env = process.env): Config {
     signWhileStoreDownMs: envDuration(env, 'SIGN_WHILE_STORE_DOWN', 24 * 3_600_000),
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
+    publicServerThread: bool(env, 'PUBLIC_SERVER_THREAD', true),
     connectionLimits: {
       requestTimeoutMs: envDuration(env, 'REQUEST_TIMEOUT', 10_000, 100),
       keepAliveTimeoutMs: envDuration(env, 'KEEP_ALIVE_TIMEOUT', 72_000, 100),

@@ -6,9 +6,12 @@ import type { KeyStore } from './keys/key-store.js';
 
 export interface Metrics {
   registry: Registry;
-  /** Counts one HTTP response; the child per label set is cached, so the JWKS path pays a map lookup. */
-  request(port: 'public' | 'internal', route: string, status: number): void;
-  rateLimited(port: 'public' | 'internal'): void;
+  /**
+   * Counts one HTTP response (or `count`, as the public thread reports them in batches); the child per label
+   * set is cached, so the JWKS path pays a map lookup.
+   */
+  request(port: 'public' | 'internal', route: string, status: number, count?: number): void;
+  rateLimited(port: 'public' | 'internal', count?: number): void;
   signed(keySet: string, alg: string, client: string, kind: 'assertion' | 'jwt', seconds: number): void;
   keyEvents(keySet: string, events: string[]): void;
   /** One upstream token request of the broker (each retry counts). */
@@ -84,11 +87,11 @@ export function createMetrics(config: Config): Metrics {
   perSet('jwks_signer_key_set_generation', 'Generation of the key set as this replica knows it', (set) => source!.keys.view(set)?.generation);
 
   // port -> route -> status -> counter child: no key string is built per response.
-  const children = { public: new Map<string, Map<number, { inc(): void }>>(), internal: new Map<string, Map<number, { inc(): void }>>() };
+  const children = { public: new Map<string, Map<number, { inc(n?: number): void }>>(), internal: new Map<string, Map<number, { inc(n?: number): void }>>() };
   const signedChildren = new Map<string, { count: { inc(): void }; seconds: { observe(value: number): void } }>();
   return {
     registry,
-    request(port, route, status) {
+    request(port, route, status, count = 1) {
       let byStatus = children[port].get(route);
       if (!byStatus) {
         byStatus = new Map();
@@ -99,9 +102,9 @@ export function createMetrics(config: Config): Metrics {
         child = requests.labels(port, route, String(status));
         byStatus.set(status, child);
       }
-      child.inc();
+      child.inc(count);
     },
-    rateLimited: (port) => limited.inc({ port }),
+    rateLimited: (port, count = 1) => limited.inc({ port }, count),
     signed(keySet, alg, client, kind, seconds) {
       // Children cached per label set: prom-client hashes the labels object on every call otherwise.
       const key = `${keySet}\u0000${alg}\u0000${client}\u0000${kind}`;

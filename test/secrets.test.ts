@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import { createKeyEncryption } from '../src/keys/key-encryption.js';
 import { openPrivateKey } from '../src/keys/key-generation.js';
 import type { KeyRecord } from '../src/keys/types.js';
+import { publicSettings, toPublicView } from '../src/public-server.js';
 import { buildTestApp, TEST_KEK } from './helpers/app.js';
 import { TOKENS, clientsFile } from './helpers/clients.js';
 import { freePort, startRedis } from './helpers/redis.js';
@@ -49,6 +50,15 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
     responses.push(JSON.stringify(res.headers), res.body);
     return res;
   };
+  // What the public thread is given (PUBLIC_SERVER_THREAD): public settings and each set's rendered JWKS.
+  const toThread: string[] = [];
+  const collectThreadData = () => {
+    const views = ['default', 'es', 'ed'].map((set) => {
+      const view = toPublicView(ctx.app.keys.view(set)!);
+      return { ...view, body: view.body.toString() };
+    });
+    toThread.push(JSON.stringify({ settings: publicSettings(ctx.app.config), views }));
+  };
   const admin = { authorization: `Bearer ${TOKENS.admin}`, 'content-type': 'application/json' };
   const signer = { authorization: `Bearer ${TOKENS.broad}`, 'content-type': 'application/json' };
 
@@ -69,6 +79,7 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
     ctx.clock.advance(20_000);
     await ctx.app.keys.tick();
     await collectKeys();
+    collectThreadData();
   }
   await call('internal', { method: 'POST', url: '/v1/assertions', headers: { authorization: 'Bearer wrong-token' }, payload: {} });
   await call('public', { url: '/readyz' });
@@ -83,7 +94,12 @@ test('leak scan: a full lifecycle leaves no private key material in responses, l
   assert.ok(material.size >= 14, `saw ${material.size} keys`);
   assert.ok(raw.includes('jwks-signer:audit'), 'the audit stream was scanned');
   assert.match(responses.at(-1)!, /jwks_signer_signatures_total/, 'the metrics were scanned');
-  const haystacks = { responses: responses.join('\n'), logs: ctx.logs.join('\n'), redis: raw.join('\n') };
+  const haystacks = { responses: responses.join('\n'), logs: ctx.logs.join('\n'), redis: raw.join('\n'), publicThread: toThread.join('\n') };
+  const kek = TEST_KEK.slice('test:'.length);
+  assert.equal(haystacks.publicThread.includes(kek), false, 'publicThread: no key-encryption key');
+  for (const client of ctx.app.config.clients) {
+    assert.equal(haystacks.publicThread.includes(client.tokenSha256.toString('hex')), false, `publicThread: no token hash of ${client.name}`);
+  }
   assert.ok(ctx.logs.length > 50, 'trace logging produced lines to scan');
   for (const [where, text] of Object.entries(haystacks)) {
     assert.doesNotMatch(text, /-----BEGIN|PRIVATE KEY/, `${where}: no PEM`);

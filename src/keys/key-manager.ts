@@ -70,6 +70,8 @@ export interface KeyManagerOptions {
   /** Told of every committed change (for metrics). */
   onEvents?: (set: string, events: string[]) => void;
   onStoreError?: (operation: string) => void;
+  /** Told each time a set's view is replaced (the public port serves the JWKS from these). */
+  onViewChange?: (set: string, view: KeySetView) => void;
 }
 
 /** How long an admin change waits for another replica's lock; past the lock's expiry, a dead holder is gone. */
@@ -79,7 +81,7 @@ const STARTUP_STORE_WAIT_MS = 3000;
 /** How often a replica that has not loaded every key set (store down at start-up) tries again. */
 const NOT_READY_RETRY_MS = 1000;
 
-export function createKeyManager({ config, store, encryption, logger, clock = systemClock, onFatal, onEvents, onStoreError }: KeyManagerOptions): KeyManager {
+export function createKeyManager({ config, store, encryption, logger, clock = systemClock, onFatal, onEvents, onStoreError, onViewChange }: KeyManagerOptions): KeyManager {
   const views = new Map<string, KeySetView>();
   /** The highest generation seen per set, kept even when the store loses it (see restore in `change`). */
   const lastGeneration = new Map<string, number>();
@@ -137,6 +139,7 @@ export function createKeyManager({ config, store, encryption, logger, clock = sy
       dueAt: nextDueAt(stored.keys, cfg),
     };
     views.set(cfg.name, view);
+    onViewChange?.(cfg.name, view);
     lastGeneration.set(cfg.name, Math.max(lastGeneration.get(cfg.name) ?? 0, stored.generation));
     for (const record of stored.keys) {
       if (record.state === 'active' || record.state === 'next') continue;

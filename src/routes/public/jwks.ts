@@ -1,11 +1,9 @@
 // The public JWKS: served from memory with strong ETags, 304s and cache headers; no store round trip.
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { Config } from '../../config.js';
 import { Errors } from '../../errors.js';
-import type { KeyManager, KeySetView } from '../../keys/key-manager.js';
 import type { JwksContentType } from '../../keys/jwks.js';
-import type { Metrics } from '../../metrics.js';
 import { sendProblem } from '../../plugins/problem-errors.js';
+import type { JwksSource, PublicJwksView, PublicSettings } from '../../public-server.js';
 
 /** True when an If-None-Match list names this ETag (weak comparison, RFC 9110 section 13.1.2). */
 export function matchesEtag(header: string | undefined, etag: string): boolean {
@@ -14,12 +12,12 @@ export function matchesEtag(header: string | undefined, etag: string): boolean {
   return header.split(',').some((candidate) => candidate.trim().replace(/^W\//, '') === etag);
 }
 
-export function cacheControl(config: Config, view: KeySetView): string {
+export function cacheControl(jwks: PublicSettings['jwks'], view: PublicJwksView): string {
   // A consumer that caches the set longer than a new key's pre-publish period could miss that key when it
   // starts signing, so the advertised lifetimes are capped at a quarter of the period.
-  const cap = view.config.prepublishPeriodMs / 4;
+  const cap = view.prepublishPeriodMs / 4;
   const seconds = (ms: number) => Math.floor(Math.min(ms, cap) / 1000);
-  return `public, max-age=${seconds(config.jwks.maxAgeMs)}, stale-while-revalidate=${seconds(config.jwks.staleWhileRevalidateMs)}, stale-if-error=${Math.floor(config.jwks.staleIfErrorMs / 1000)}`;
+  return `public, max-age=${seconds(jwks.maxAgeMs)}, stale-while-revalidate=${seconds(jwks.staleWhileRevalidateMs)}, stale-if-error=${Math.floor(jwks.staleIfErrorMs / 1000)}`;
 }
 
 /** Header lists in `writeHead`'s flat form: [name, value, name, value, ...]. */
@@ -32,22 +30,24 @@ interface ResponseHeaders {
   ok: Record<JwksContentType, HeaderList>;
 }
 
-export function jwksRoutes(config: Config, keys: KeyManager, metrics: Pick<Metrics, 'request'>) {
+/** `count`: the port's response counter (a hijacked reply skips the onSend hook that counts the others). */
+export function jwksRoutes(settings: Pick<PublicSettings, 'jwks' | 'keySets' | 'defaultKeySet'>, source: JwksSource, count: (route: string, status: number) => void) {
+  const known = new Set(settings.keySets);
   // One header object per (set, generation, content type), built when the set changes, sent with one call.
   const headersBySet = new Map<string, ResponseHeaders>();
 
-  function headersFor(set: string, view: KeySetView): ResponseHeaders {
+  function headersFor(set: string, view: PublicJwksView): ResponseHeaders {
     let headers = headersBySet.get(set);
     if (headers?.generation === view.generation) return headers;
     const forType = (type: JwksContentType): HeaderList => [
-      'cache-control', cacheControl(config, view),
-      'etag', view.jwks.etags[type],
-      'last-modified', view.jwks.lastModified,
+      'cache-control', cacheControl(settings.jwks, view),
+      'etag', view.etags[type],
+      'last-modified', view.lastModified,
       'access-control-allow-origin', '*',
       'access-control-expose-headers', 'ETag, Last-Modified',
       'vary', 'Accept',
     ];
-    const length = String(Buffer.byteLength(view.jwks.body));
+    const length = String(Buffer.byteLength(view.body));
     const json = 'application/json';
     const jwkSet = 'application/jwk-set+json';
     headers = {
@@ -67,25 +67,25 @@ export function jwksRoutes(config: Config, keys: KeyManager, metrics: Pick<Metri
   // (bench/NOTES.md). Routing, the rate limit (onRequest) and error answers still go through Fastify; onSend
   // does not run for a hijacked reply, so the response is counted here. HEAD: Node sends no body itself.
   function send(request: FastifyRequest, reply: FastifyReply, set: string, route: string): FastifyReply | undefined {
-    const view = keys.view(set);
+    const view = source.view(set);
     if (!view) {
-      if (!config.keySets.has(set)) return sendProblem(reply, Errors.unknownKeySet(`key set "${set}" does not exist`));
+      if (!known.has(set)) return sendProblem(reply, Errors.unknownKeySet(`key set "${set}" does not exist`));
       return sendProblem(reply, Errors.noActiveKey(`key set "${set}" is not loaded yet`, { headers: { 'retry-after': '1' } }));
     }
     const accept = request.headers.accept;
     const type: JwksContentType =
-      accept !== undefined && accept.includes('application/jwk-set+json') ? 'application/jwk-set+json' : (config.jwks.contentType as JwksContentType);
+      accept !== undefined && accept.includes('application/jwk-set+json') ? 'application/jwk-set+json' : (settings.jwks.contentType as JwksContentType);
     const headers = headersFor(set, view);
-    const notModified = matchesEtag(request.headers['if-none-match'], view.jwks.etags[type]);
+    const notModified = matchesEtag(request.headers['if-none-match'], view.etags[type]);
     reply.hijack();
     if (notModified) reply.raw.writeHead(304, headers.notModified[type]).end();
-    else reply.raw.writeHead(200, headers.ok[type]).end(view.jwks.body);
-    metrics.request('public', route, notModified ? 304 : 200);
+    else reply.raw.writeHead(200, headers.ok[type]).end(view.body);
+    count(route, notModified ? 304 : 200);
     return undefined;
   }
 
   return async function register(app: FastifyInstance): Promise<void> {
-    app.get('/.well-known/jwks.json', (request, reply) => send(request, reply, config.defaultKeySet, '/.well-known/jwks.json'));
+    app.get('/.well-known/jwks.json', (request, reply) => send(request, reply, settings.defaultKeySet, '/.well-known/jwks.json'));
     app.get<{ Params: { file: string } }>('/jwks/:file', (request, reply) => {
       const { file } = request.params;
       if (!file.endsWith('.json')) return sendProblem(reply, Errors.notFound('key sets are served at /jwks/{set}.json'));

@@ -220,9 +220,14 @@ test('on a real socket: keep-alive, Content-Length, HEAD and 304 of the directly
   assert.equal(twice.split(body).length - 1, 2);
   assert.equal(socket.destroyed, false);
 
-  const metrics = await app.internal.inject({ url: '/metrics' });
+  // The public thread (PUBLIC_SERVER_THREAD) reports its counts at least every second: bounded wait for them.
+  let metrics = await app.internal.inject({ url: '/metrics' });
   const count = (route: string, status: number) =>
     Number(new RegExp(`jwks_signer_http_requests_total\\{port="public",route="${route.replace(/[./]/g, '\\$&')}",status="${status}"\\} (\\d+)`).exec(metrics.body)?.[1] ?? 0);
+  for (let i = 0; i < 60 && (count('/.well-known/jwks.json', 200) < 3 || count('/.well-known/jwks.json', 304) < 1 || count('/jwks/:file', 200) < 2); i++) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    metrics = await app.internal.inject({ url: '/metrics' });
+  }
   assert.equal(count('/.well-known/jwks.json', 200), 3, 'the inject and two socket GETs');
   assert.equal(count('/.well-known/jwks.json', 304), 1);
   assert.equal(count('/jwks/:file', 200), 2, 'HEAD and GET');
