@@ -235,6 +235,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
           logger: publicLog,
           metrics,
           closeTimeoutMs: config.shutdownTimeoutMs,
+          ...(created?.client ? { redis: created.client } : {}),
         });
         publicUrl = publicThread.url;
       } else {

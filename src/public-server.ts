@@ -16,13 +16,12 @@ import Fastify, {
   LogController,
   type RouteOptions,
 } from 'fastify';
-import type { Config, RedisConfig } from './config.js';
+import type { Config } from './config.js';
 import { Errors } from './errors.js';
 import type { JwksContentType } from './keys/jwks.js';
 import type { StoreState } from './keys/key-store.js';
 import type { KeySetView } from './keys/key-manager.js';
-import type { RedisClient } from './keys/redis-key-store.js';
-import { createWindowCounter, rateLimitStore, type WindowCounter } from './rate-limit.js';
+import { createWindowCounter, rateLimitStore, type ReconcileClient, type WindowCounter } from './rate-limit.js';
 import { registerProblemHandlers, sendClientError } from './plugins/problem-errors.js';
 import { healthRoutes } from './routes/health.js';
 import { jwksRoutes } from './routes/public/jwks.js';
@@ -53,8 +52,11 @@ export interface PublicSettings {
   rateLimit: Config['rateLimit'];
   keySets: string[];
   defaultKeySet: string;
-  /** Set when the rate limit is shared: the public thread reconciles counts over its own connection. */
-  redis?: { target: string | RedisConfig; keyPrefix: string };
+  /**
+   * Set when the rate limit is shared through Redis. The public thread reconciles through the main thread's
+   * connection (no Redis address or password is given to it).
+   */
+  redis?: { keyPrefix: string };
 }
 
 export function publicSettings(config: Config): PublicSettings {
@@ -69,7 +71,7 @@ export function publicSettings(config: Config): PublicSettings {
     rateLimit: config.rateLimit,
     keySets: [...config.keySets.keys()],
     defaultKeySet: config.defaultKeySet,
-    ...(config.rateLimit.max > 0 && config.rateLimit.shared && target !== undefined ? { redis: { target, keyPrefix: config.redisKeyPrefix } } : {}),
+    ...(config.rateLimit.max > 0 && config.rateLimit.shared && target !== undefined ? { redis: { keyPrefix: config.redisKeyPrefix } } : {}),
   };
 }
 
@@ -85,7 +87,7 @@ export interface PublicSinks {
   rateLimited(): void;
   now(): number;
   /** The connection that reconciles a shared rate limit (used when `settings.redis` is set). */
-  redis?: RedisClient;
+  redis?: ReconcileClient;
 }
 
 export async function buildPublicServer(settings: PublicSettings, source: JwksSource, sinks: PublicSinks): Promise<{ app: FastifyInstance; limit?: WindowCounter }> {

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { StoreState } from './keys/key-store.js';
+import type { RedisClient } from './keys/redis-key-store.js';
 import type { Metrics } from './metrics.js';
 import type { PublicJwksView, PublicSettings } from './public-server.js';
 
@@ -14,13 +15,20 @@ export interface PublicThreadData {
   storeState: StoreState;
 }
 
-export type ToThread = { op: 'view'; set: string; view: PublicJwksView } | { op: 'store'; state: StoreState } | { op: 'close' };
+export type ToThread =
+  | { op: 'view'; set: string; view: PublicJwksView }
+  | { op: 'store'; state: StoreState }
+  /** The answer to a `redis` pipeline: per command, an error message or null, and the reply. */
+  | { op: 'redis'; id: number; results: Array<[string | null, unknown]> }
+  | { op: 'close' };
 
 export type FromThread =
   | { op: 'listening'; url: string }
   | { op: 'failed'; message: string; code?: string | undefined }
   | { op: 'metrics'; requests: Array<[string, number, number]>; limited: number }
   | { op: 'log'; level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'; fields: Record<string, unknown>; msg: string }
+  /** Rate-limit reconciliation, run on the main thread's connection (only HINCRBY and PEXPIRE are accepted). */
+  | { op: 'redis'; id: number; commands: Array<[string, ...Array<string | number>]> }
   | { op: 'closed' };
 
 export interface PublicThread {
@@ -43,6 +51,26 @@ export interface PublicThreadOptions {
   metrics: Metrics;
   /** How long close() waits for requests in flight before ending the thread anyway. */
   closeTimeoutMs: number;
+  /** The main thread's connection, through which the thread reconciles a shared rate limit. */
+  redis?: RedisClient;
+}
+
+const RECONCILE_COMMANDS = new Set(['hincrby', 'pexpire']);
+
+/** Runs the thread's reconciliation pipeline on the main thread's connection; every failure becomes a per-command error. */
+async function runPipeline(redis: RedisClient | undefined, commands: Array<[string, ...Array<string | number>]>): Promise<Array<[string | null, unknown]>> {
+  const failAll = (message: string) => commands.map((): [string, null] => [message, null]);
+  if (!redis) return failAll('no Redis connection');
+  if (!commands.every(([name]) => RECONCILE_COMMANDS.has(name))) return failAll('only HINCRBY and PEXPIRE are accepted from the public thread');
+  try {
+    const results = (await redis.pipeline(commands).exec()) ?? [];
+    return commands.map((_, i) => {
+      const [err, value] = results[i] ?? [new Error('no reply'), null];
+      return [err ? err.message : null, value];
+    });
+  } catch (err) {
+    return failAll((err as Error).message);
+  }
 }
 
 const STORE_STATE_POLL_MS = 250;
@@ -91,6 +119,11 @@ export async function startPublicThread(options: PublicThreadOptions): Promise<P
       case 'log':
         logger[message.level](message.fields, message.msg);
         break;
+      case 'redis': {
+        const from = worker;
+        void runPipeline(options.redis, message.commands).then((results) => from?.postMessage({ op: 'redis', id: message.id, results } satisfies ToThread));
+        break;
+      }
       default:
         break;
     }

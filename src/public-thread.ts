@@ -2,7 +2,7 @@
 // serving the JWKS views the main thread pushes, so that JWKS requests never queue behind the signing API.
 import { parentPort, workerData } from 'node:worker_threads';
 import type { FastifyBaseLogger } from 'fastify';
-import { connectRedis, type RedisClient } from './keys/redis-key-store.js';
+import type { ReconcileClient, ReconcilePipeline } from './rate-limit.js';
 import type { StoreState } from './keys/key-store.js';
 import { buildPublicServer, type PublicJwksView } from './public-server.js';
 import type { FromThread, PublicThreadData, ToThread } from './public-thread-host.js';
@@ -62,17 +62,36 @@ function flushMetrics(): void {
   limited = 0;
 }
 
+// Rate-limit reconciliation goes through the main thread's Redis connection: the thread loads no Redis client
+// (about 5 MB of RSS) and is never given the Redis address or password.
+const pendingPipelines = new Map<number, (results: Array<[Error | null, unknown]>) => void>();
+let nextPipeline = 0;
+function mainThreadRedis(): ReconcileClient {
+  return {
+    // The main thread's store state is the state of its connection ('up' when ready).
+    get status() {
+      return storeState === 'up' ? 'ready' : 'down';
+    },
+    pipeline(): ReconcilePipeline {
+      const commands: Array<[string, ...Array<string | number>]> = [];
+      const pipeline: ReconcilePipeline = {
+        hincrby: (key, field, increment) => commands.push(['hincrby', key, field, increment]),
+        pexpire: (key, milliseconds) => commands.push(['pexpire', key, milliseconds]),
+        exec: () =>
+          new Promise((resolve) => {
+            const id = nextPipeline++;
+            pendingPipelines.set(id, resolve);
+            post({ op: 'redis', id, commands });
+          }),
+      };
+      return pipeline;
+    },
+  };
+}
+
 async function main(): Promise<void> {
   const { settings } = data;
-  let redis: RedisClient | undefined;
-  if (settings.redis) {
-    const { client, subscriber } = connectRedis(settings.redis.target);
-    subscriber.disconnect();
-    // Reconciliation reports its own failures (rate-limit.ts); connection errors would only repeat them.
-    client.on('error', () => undefined);
-    client.on('node error', () => undefined);
-    redis = client;
-  }
+  const redis = settings.redis ? mainThreadRedis() : undefined;
   const { app, limit } = await buildPublicServer(
     settings,
     { view: (set) => views.get(set), isReady: () => settings.keySets.every((set) => views.has(set)), storeState: () => storeState },
@@ -99,13 +118,17 @@ async function main(): Promise<void> {
   port.on('message', (message: ToThread) => {
     if (message.op === 'view') setView(message.set, message.view);
     else if (message.op === 'store') storeState = message.state;
+    else if (message.op === 'redis') {
+      const resolve = pendingPipelines.get(message.id);
+      pendingPipelines.delete(message.id);
+      resolve?.(message.results.map(([err, value]) => [err === null ? null : new Error(err), value]));
+    }
     else if (message.op === 'close') {
       void (async () => {
         clearInterval(timer);
         await app.close();
         await limit?.close();
         flushMetrics();
-        redis?.disconnect();
         post({ op: 'closed' });
       })();
     }

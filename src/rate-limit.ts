@@ -3,14 +3,28 @@
 // a client's budget is shared by every replica, up to what it sends during one interval and 1% of the limit
 // per replica (README: RATE_LIMIT_SHARED).
 import type { FastifyRateLimitStore, FastifyRateLimitStoreCtor } from '@fastify/rate-limit';
-import type { Cluster, Redis } from 'ioredis';
+
+/**
+ * What reconciliation needs of a Redis connection: ioredis's Redis or Cluster, or, in the public thread, a
+ * proxy to the main thread's connection (src/public-thread.ts).
+ */
+export interface ReconcileClient {
+  readonly status: string;
+  pipeline(): ReconcilePipeline;
+}
+
+export interface ReconcilePipeline {
+  hincrby(key: string, field: string, increment: number): unknown;
+  pexpire(key: string, milliseconds: number): unknown;
+  exec(): Promise<Array<[Error | null, unknown]> | null>;
+}
 
 export interface WindowCounterOptions {
   max: number;
   windowMs: number;
   now: () => number;
   shared?: {
-    client: Redis | Cluster;
+    client: ReconcileClient;
     /** Prefix of the per-window hash (one hash per window: one key, so one slot in a Cluster). */
     keyPrefix: string;
     intervalMs: number;
@@ -70,7 +84,7 @@ export function createWindowCounter({ max, windowMs, now, shared }: WindowCounte
     return entries;
   }
 
-  async function send(client: Redis | Cluster, keyPrefix: string, threshold: number): Promise<void> {
+  async function send(client: ReconcileClient, keyPrefix: string, threshold: number): Promise<void> {
     const forWindow = window;
     const batch: Array<[string, Entry, number]> = [];
     for (const [key, entry] of entries) if (entry.pending >= threshold) batch.push([key, entry, entry.pending]);

@@ -6,7 +6,8 @@ import { after, before, test } from 'node:test';
 import type { App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
-import { buildTestApp } from './helpers/app.js';
+import { publicSettings } from '../src/public-server.js';
+import { buildTestApp, TEST_KEK } from './helpers/app.js';
 import { type RedisServer, startRedis } from './helpers/redis.js';
 
 const JWKS = '/.well-known/jwks.json';
@@ -130,6 +131,17 @@ test('thread mode: the shared limit holds across two replicas on one Redis', asy
   }
   assert.ok(refusedBoth, 'both replicas refuse the client');
   assert.ok(served >= 20 && served <= 40, `the remaining 20, plus about one interval of requests, pass (${served}), not 120`);
+  // Reconciled through the main thread's connection: the counts are in the window's hash.
+  const [hash] = await redis.client.keys(`${env.REDIS_KEY_PREFIX}ratelimit:*`);
+  assert.ok(Number(await redis.client.hget(hash!, '127.0.0.1')) >= 100);
+});
+
+test('the public thread is given no Redis address or password', () => {
+  const config = loadConfig({ REDIS_URL: 'redis://:s3cret-pass@127.0.0.1:6390/0', KEY_ENCRYPTION_KEYS: TEST_KEK });
+  const given = JSON.stringify(publicSettings(config));
+  assert.equal(config.rateLimit.shared, true);
+  assert.ok(given.includes('"keyPrefix"'), 'the shared limit is on');
+  for (const secret of ['s3cret-pass', '6390', 'redis://']) assert.equal(given.includes(secret), false, secret);
 });
 
 test('thread mode: /readyz follows readiness and the store state pushed by the main thread', async (t) => {
