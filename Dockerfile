@@ -17,8 +17,12 @@ RUN npm ci --omit=dev
 FROM ${NODE_IMAGE} AS runtime
 ENV NODE_ENV=production
 # V8's young generation grows to 3 x 16 MB under load by default; 2 MB semi-spaces keep RSS under 150 MB with
-# 1,000 key sets at no measurable throughput cost (bench/NOTES.md). bench/run.ts starts the service with this line.
+# 1,000 key sets at no measurable throughput cost (bench/NOTES.md). bench/run.ts starts the service with the ENV lines
+# of this stage.
 ENV NODE_OPTIONS=--max-semi-space-size=2
+# glibc gives each thread that allocates its own malloc arena (up to 8 per core); the service has several
+# (public port, signing workers, libuv); two arenas keep their fragmentation out of RSS.
+ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 # Files stay owned by root: the process can read them but never rewrite its own code.
 COPY package.json package-lock.json ./

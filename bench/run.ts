@@ -82,8 +82,13 @@ interface Service {
   internal: string;
 }
 
-/** The image's NODE_OPTIONS (Dockerfile), so that the bench runs the service as production does. */
-const IMAGE_NODE_OPTIONS = (/^ENV NODE_OPTIONS=(.+)$/m.exec(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'))?.[1] ?? '').trim();
+/** The runtime image's `ENV NAME=value` lines (Dockerfile), so that the bench runs the service as production does. */
+const IMAGE_ENV: Record<string, string> = Object.fromEntries(
+  [...(readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split(/^FROM .* AS runtime$/m)[1] ?? '').matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]),
+);
+const IMAGE_ENV_TEXT = Object.entries(IMAGE_ENV)
+  .map(([k, v]) => `${k}=${v}`)
+  .join(' ');
 
 async function startService(name: string, redis: RedisServer, env: Record<string, string>, nodeArgs: string[] = [], readyMs = 60_000): Promise<Service> {
   const [port, internalPort] = [await freePort(), await freePort()];
@@ -100,7 +105,7 @@ async function startService(name: string, redis: RedisServer, env: Record<string
     API_TOKEN_SHA256: createHash('sha256').update(API_TOKEN).digest('hex'),
     // The limiter stays on (it counts every request) with a limit that one client address never reaches.
     RATE_LIMIT_MAX: '10000000',
-    NODE_OPTIONS: IMAGE_NODE_OPTIONS,
+    ...IMAGE_ENV,
     ...env,
   };
   const proc = spawnLogged(name, process.execPath, [...nodeArgs, join(DIST, 'server.js')], fullEnv, join(OUT, 'logs', `${name}.log`), ROOT);
@@ -313,8 +318,8 @@ function machine(toolVersion: string, nginxVersion: string | undefined, rev: str
     nginx: nginxVersion ?? 'not installed (apt-get install -y nginx-light)',
     redis: sh('redis-server', ['--version']).split(' ').slice(0, 3).join(' '),
     'service build': rev
-      ? `git ${rev} (${sh('git', ['-C', ROOT, 'rev-parse', '--short', rev])}), compiled with tsc to bench/out/dist, run as ${IMAGE_NODE_OPTIONS ? `NODE_OPTIONS=${IMAGE_NODE_OPTIONS} ` : ''}node dist/server.js (the image's NODE_OPTIONS)`
-      : `working tree at ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) in src/` : ''}, compiled with tsc to bench/out/dist, run as ${IMAGE_NODE_OPTIONS ? `NODE_OPTIONS=${IMAGE_NODE_OPTIONS} ` : ''}node dist/server.js (the image's NODE_OPTIONS)`,
+      ? `git ${rev} (${sh('git', ['-C', ROOT, 'rev-parse', '--short', rev])}), compiled with tsc to bench/out/dist, run as ${IMAGE_ENV_TEXT} node dist/server.js (the image's environment)`
+      : `working tree at ${sh('git', ['-C', ROOT, 'rev-parse', '--short', 'HEAD'])}${dirty ? ` + ${dirty} uncommitted change(s) in src/` : ''}, compiled with tsc to bench/out/dist, run as ${IMAGE_ENV_TEXT} node dist/server.js (the image's environment)`,
     'load average at start': loadavg().map((l) => l.toFixed(2)).join(' '),
   };
 }

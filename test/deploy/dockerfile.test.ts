@@ -111,6 +111,7 @@ test('the runtime stage holds production dependencies and compiled JS only', () 
   assert.ok(ops(runtime, 'ENV').some((e) => /NODE_ENV=production/.test(e)));
   // bench/run.ts reads this line to run the service as the image does; the RSS target depends on it.
   assert.ok(ops(runtime, 'ENV').some((e) => /^NODE_OPTIONS=--max-semi-space-size=\d+$/.test(e)));
+  assert.ok(ops(runtime, 'ENV').some((e) => /^MALLOC_ARENA_MAX=\d+$/.test(e)));
 });
 
 test('runs as a non-root numeric user, exposes both ports, starts node directly', () => {
