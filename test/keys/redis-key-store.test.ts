@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';
 import { decodeProtectedHeader } from 'jose';
 import jwt from 'jsonwebtoken';
 import jwksRsa from 'jwks-rsa';
 import { KeyStoreIntegrityError } from '../../src/errors.js';
-import { createKeyEncryption } from '../../src/keys/key-encryption.js';
+import { associatedData, createKeyEncryption } from '../../src/keys/key-encryption.js';
 import { openPrivateKey } from '../../src/keys/key-generation.js';
 import type { KeyRecord } from '../../src/keys/types.js';
 import { bearer, buildTestApp, FakeClock, TEST_KEK, type TestApp } from '../helpers/app.js';
@@ -99,6 +99,30 @@ test('a restarted instance reuses the stored keys; a tampered ciphertext is refu
   const before = await rawDump(tamperedPrefix);
   await assert.rejects(buildTestApp(env(tamperedPrefix)), (err: unknown) => err instanceof KeyStoreIntegrityError && err.code === 'decryption_failed');
   assert.deepEqual(await rawDump(tamperedPrefix), before);
+});
+
+test('a stored private key that does not match its kid is never used: start-up reads it, the first signature refuses it', async (t) => {
+  // Sealed correctly (right KEK, right set and kid) but another key pair: only parsing it shows the mismatch. Start-up
+  // only decrypts (a wrong KEK or an altered value stops it, above); the key is parsed and matched when it first signs.
+  const prefix = newPrefix();
+  const { app } = await buildTestApp(env(prefix));
+  await app.close();
+  const [record] = (await storedRecords(prefix)).filter((r) => r.state === 'active');
+  const { privateKey: other } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const der = other.export({ format: 'der', type: 'pkcs8' });
+  const sealed = createKeyEncryption([{ id: 'test', key: Buffer.from(TEST_KEK.slice('test:'.length), 'base64') }]).encrypt(associatedData('default', record!.kid), der);
+  await redis.client.hset(`${prefix}{default}:keys`, record!.kid, JSON.stringify({ ...record, privateKey: sealed }));
+  const restarted = await buildTestApp(env(prefix));
+  t.after(() => restarted.app.close());
+  assert.equal((await restarted.app.public.inject({ url: '/.well-known/jwks.json' })).statusCode, 200, 'the public keys are still served');
+  const res = await restarted.app.internal.inject({
+    method: 'POST',
+    url: '/v1/assertions',
+    headers: { ...bearer(TOKENS.broad), 'content-type': 'application/json' },
+    payload: { client_id: 'client-1', audience: 'https://erp.example.com/identity/connect/token' },
+  });
+  assert.equal(res.statusCode, 503);
+  assert.equal(res.json().code, 'no_active_key');
 });
 
 test('a wrong or missing key-encryption key refuses to start and leaves the stored keys untouched', async (t) => {
