@@ -49,10 +49,12 @@ type Section = (typeof SECTIONS)[number];
 const only = option('only')?.split(',') as Section[] | undefined;
 const enabled = (s: Section) => !only || only.includes(s);
 
-// Durations are whole seconds (wrk's unit). Full: ~6 minutes on 2 cores; quick: a smoke run without profiles.
+// Durations are whole seconds (wrk's unit). Full: ~11 minutes on 2 cores; quick: a smoke run without profiles.
+// Five interleaved runs per comparison: this machine (a shared VM) has slow spells of a few seconds, and the
+// median of three was moved by one of them more than once.
 const P = QUICK
   ? { reps: 2, warmS: 1, jwksS: 1, condS: 1, signS: 1, contentionS: 1, growthS: 1, growthSets: [1, 100, 1000], resilienceS: 4, profileS: 2 }
-  : { reps: 3, warmS: 1, jwksS: 3, condS: 2, signS: 2, contentionS: 3, growthS: 2, growthSets: [1, 100, 1000], resilienceS: 8, profileS: 4 };
+  : { reps: 5, warmS: 1, jwksS: 3, condS: 2, signS: 2, contentionS: 5, growthS: 2, growthSets: [1, 100, 1000], resilienceS: 8, profileS: 4 };
 const JWKS_CONNECTIONS = 64;
 const SIGN_CONNECTIONS = 16;
 const PROBE_RATE = 200;

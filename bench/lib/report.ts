@@ -172,7 +172,8 @@ export function renderResults(r: Results, notes?: string): string {
     'Service configuration in every case: the compiled service (`node dist/server.js`, with the runtime image\'s `ENV` lines from the Dockerfile), Redis store (a private redis-server on a loopback port, no persistence), ' +
       '`LOG_LEVEL=info` (production default; logs go to a file under bench/out/logs), `NODE_ENV=production`, rate limiting on with `RATE_LIMIT_MAX=10000000` ' +
       '(the limiter counts every request; one client address never reaches the limit), four key sets rs256 (default), ps256, es256, eddsa. ' +
-      'Metrics are on, as always in the service (prom-client: a counter per response in a synchronous onSend hook on both ports, a signing histogram); /metrics is not scraped during the runs. Signatures run in the service\'s pool of worker threads (one per core, nice 10; src/keys/signer.ts).',
+      'The public port runs in its own worker thread (PUBLIC_SERVER_THREAD=true, the default; src/public-thread.ts) unless a row says otherwise. ' +
+      'Metrics are on, as always in the service (prom-client: every response counted, on the public port by its thread, which sends the counts to the main thread every second; a signing histogram); /metrics is not scraped during the runs. Signatures run in the service\'s pool of worker threads (one per core, nice 10; src/keys/signer.ts).',
   );
   out.push('');
 
