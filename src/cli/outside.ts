@@ -1,5 +1,6 @@
 // What the CLI fetches as a consumer would: a GET that never follows redirects and reads a bounded body, and
 // an authorization server's discovery document (OpenID Connect Discovery, then RFC 8414).
+import { fetchFailure, readBounded } from '../lib/bounded-fetch.js';
 
 export class OutsideFetchError extends Error {
   /** 'timeout' | 'network_error' | 'invalid_url' */
@@ -30,21 +31,6 @@ export interface FetchOptions {
   accept?: string;
 }
 
-async function readBounded(response: Response, maxBytes: number): Promise<{ body: Buffer; truncated: boolean }> {
-  if (!response.body) return { body: Buffer.alloc(0), truncated: false };
-  const chunks: Buffer[] = [];
-  let size = 0;
-  const reader = response.body.getReader();
-  while (size <= maxBytes) {
-    const { done, value } = await reader.read();
-    if (done) return { body: Buffer.concat(chunks), truncated: false };
-    chunks.push(Buffer.from(value));
-    size += value.byteLength;
-  }
-  await reader.cancel().catch(() => undefined);
-  return { body: Buffer.concat(chunks).subarray(0, maxBytes + 1), truncated: true };
-}
-
 export async function fetchOutside(url: string, options: FetchOptions): Promise<Fetched> {
   const started = Date.now();
   const startedMono = performance.now();
@@ -58,10 +44,8 @@ export async function fetchOutside(url: string, options: FetchOptions): Promise<
     const { body, truncated } = await readBounded(response, options.maxBytes);
     return { url, status: response.status, headers: response.headers, body, truncated, elapsedMs: performance.now() - startedMono, localMidpointMs };
   } catch (err) {
-    if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
-      throw new OutsideFetchError('timeout', `GET ${url}: no answer within ${options.timeoutMs} ms`, { cause: err });
-    }
-    const reason = ((err as Error).cause as Error | undefined)?.message ?? (err as Error).message;
+    const { code, reason } = fetchFailure(err);
+    if (code === 'timeout') throw new OutsideFetchError('timeout', `GET ${url}: no answer within ${options.timeoutMs} ms`, { cause: err });
     throw new OutsideFetchError('network_error', `GET ${url} failed: ${reason}`, { cause: err });
   }
 }

@@ -1,5 +1,6 @@
 // One OAuth 2.0 token request (RFC 6749 section 4, RFC 7523 client authentication): the form for each grant,
 // and a POST that returns the endpoint's answer as it came. Shared by the token broker and the CLI.
+import { fetchFailure, readBounded } from '../lib/bounded-fetch.js';
 import { CLIENT_ASSERTION_TYPE } from '../signing/token-service.js';
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -88,15 +89,9 @@ function retryAfter(value: string | null): number | undefined {
 }
 
 async function readLimited(response: Response): Promise<string> {
-  if (!response.body) return '';
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > MAX_RESPONSE_BYTES) throw new TokenRequestError('response_too_large', `the token endpoint answered more than ${MAX_RESPONSE_BYTES} bytes`);
-    chunks.push(Buffer.from(chunk));
-  }
-  return Buffer.concat(chunks).toString('utf8');
+  const { body, truncated } = await readBounded(response, MAX_RESPONSE_BYTES);
+  if (truncated) throw new TokenRequestError('response_too_large', `the token endpoint answered more than ${MAX_RESPONSE_BYTES} bytes`);
+  return body.toString('utf8');
 }
 
 /**
@@ -121,10 +116,8 @@ export async function postTokenRequest(options: PostTokenRequestOptions): Promis
     text = await readLimited(response);
   } catch (err) {
     if (err instanceof TokenRequestError) throw err;
-    if (err instanceof Error && (err.name === 'TimeoutError' || err.name === 'AbortError')) {
-      throw new TokenRequestError('timeout', `${endpoint} did not answer within ${timeoutMs} ms`, { cause: err });
-    }
-    const reason = ((err as Error).cause as Error | undefined)?.message ?? (err as Error).message;
+    const { code, reason } = fetchFailure(err);
+    if (code === 'timeout') throw new TokenRequestError('timeout', `${endpoint} did not answer within ${timeoutMs} ms`, { cause: err });
     throw new TokenRequestError('network_error', `POST ${endpoint} failed: ${reason}`, { cause: err });
   }
   let json: Record<string, unknown> | undefined;
