@@ -27,16 +27,19 @@ const PARAMS: Record<Algorithm, SignParams> = {
   EdDSA: { digest: null, options: {} },
 };
 
-function encode(value: object): string {
-  return Buffer.from(JSON.stringify(value)).toString('base64url');
+function encode(json: string): string {
+  return Buffer.from(json).toString('base64url');
 }
 
 /** Signs `input` and returns the signature, base64url-encoded. */
 type SignBytes = (alg: Algorithm, key: KeyObject, input: string) => Promise<string>;
 
 export interface Signer {
-  /** `header` is built by our own code and never carries `alg`: the algorithm always comes from the key. */
-  signCompact(alg: Algorithm, key: KeyObject, header: { kid: string; typ: string; [name: string]: string }, payload: Record<string, unknown>): Promise<string>;
+  /**
+   * `header` is built by our own code and never carries `alg`: the algorithm always comes from the key.
+   * `payloadJson`: the claims as serialised JSON (the caller has already serialised them to check their size).
+   */
+  signCompact(alg: Algorithm, key: KeyObject, header: { kid: string; typ: string; [name: string]: string }, payloadJson: string): Promise<string>;
   /** 'workers' or 'libuv' (workers could not start, or were not asked for). The pool starts on the first signature. */
   readonly mode: 'workers' | 'libuv';
   close(): Promise<void>;
@@ -188,8 +191,8 @@ export function createSigner({ workers = availableParallelism(), onFallback }: {
     get mode() {
       return !poolFailed && (pool?.healthy() ?? true) ? 'workers' : 'libuv';
     },
-    async signCompact(alg, key, header, payload) {
-      const signingInput = `${encode({ alg, ...header })}.${encode(payload)}`;
+    async signCompact(alg, key, header, payloadJson) {
+      const signingInput = `${encode(JSON.stringify({ alg, ...header }))}.${encode(payloadJson)}`;
       return `${signingInput}.${await signBytes(alg, key, signingInput)}`;
     },
     async close() {

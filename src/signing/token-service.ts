@@ -113,13 +113,13 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
     const iat = Math.floor(clock.now() / 1000);
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
-    const payload = { ...claims, iat, nbf: iat, exp, jti };
+    const payloadJson = JSON.stringify({ ...claims, iat, nbf: iat, exp, jti });
     // Refused before signing: the signing workers have small heaps, and an oversized input must never reach them.
-    const encodedPayloadLength = Math.ceil((Buffer.byteLength(JSON.stringify(payload)) * 4) / 3);
+    const encodedPayloadLength = Math.ceil((Buffer.byteLength(payloadJson) * 4) / 3);
     if (encodedPayloadLength > MAX_TOKEN_LENGTH) {
       throw Errors.tokenTooLarge(`the token would be over ${encodedPayloadLength} characters; the limit is ${MAX_TOKEN_LENGTH}`);
     }
-    const token = await signer.signCompact(signingRecord.alg, key, header as { kid: string; typ: string }, payload);
+    const token = await signer.signCompact(signingRecord.alg, key, header as { kid: string; typ: string }, payloadJson);
     if (token.length > MAX_TOKEN_LENGTH) throw Errors.tokenTooLarge(`the token would be ${token.length} characters; the limit is ${MAX_TOKEN_LENGTH}`);
     recordAudit({ event: 'sign', client: client.name, keySet: set, kid: signingRecord.kid, jti, iss: claims.iss, sub: claims.sub, aud: claims.aud, exp });
     metrics?.signed(set, signingRecord.alg, client.name, kind, (performance.now() - started) / 1000);

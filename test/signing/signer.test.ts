@@ -27,7 +27,7 @@ for (const workers of [2, 0]) {
     t.after(() => signer.close());
     assert.equal(signer.mode, workers ? 'workers' : 'libuv');
     const tokens = await Promise.all(
-      KEYS.flatMap(([alg, pair]) => Array.from({ length: 5 }, (_, i) => signer.signCompact(alg, pair.privateKey, { kid: `k-${alg}`, typ: 'JWT' }, { n: i }))),
+      KEYS.flatMap(([alg, pair]) => Array.from({ length: 5 }, (_, i) => signer.signCompact(alg, pair.privateKey, { kid: `k-${alg}`, typ: 'JWT' }, JSON.stringify({ n: i })))),
     );
     tokens.forEach((token, i) => {
       const [alg, pair, digest, options] = KEYS[Math.floor(i / 5)]!;
@@ -45,7 +45,7 @@ test('signing workers run at a lower priority than the event loop', { skip: proc
   t.after(() => signer.close());
   const [alg, pair] = KEYS[2]!;
   // Concurrent, so that both workers take some (each lowers its priority when it starts).
-  await Promise.all(Array.from({ length: 20 }, () => signer.signCompact(alg, pair.privateKey, { kid: 'k', typ: 'JWT' }, {})));
+  await Promise.all(Array.from({ length: 20 }, () => signer.signCompact(alg, pair.privateKey, { kid: 'k', typ: 'JWT' }, '{}')));
   const niced = threadNiceValues().filter((n) => n === 10).length - before;
   assert.ok(niced >= 2, `two more threads at nice 10 (got ${niced})`);
   assert.equal(threadNiceValues()[0], 0, 'the main thread keeps its priority');
@@ -55,7 +55,7 @@ test('a bad key fails that signature only', async (t) => {
   const signer = createSigner({ workers: 1 });
   t.after(() => signer.close());
   const ed25519 = KEYS[3]![1].privateKey;
-  await assert.rejects(signer.signCompact('ES256', ed25519, { kid: 'k', typ: 'JWT' }, {}));
-  assert.ok(await signer.signCompact('EdDSA', ed25519, { kid: 'k', typ: 'JWT' }, {}));
+  await assert.rejects(signer.signCompact('ES256', ed25519, { kid: 'k', typ: 'JWT' }, '{}'));
+  assert.ok(await signer.signCompact('EdDSA', ed25519, { kid: 'k', typ: 'JWT' }, '{}'));
   assert.equal(signer.mode, 'workers');
 });
