@@ -136,7 +136,7 @@ export async function buildPublicServer(settings: PublicSettings, source: JwksSo
   } else {
     registerProblemHandlers(app, { logger });
   }
-  await app.register(healthRoutes({ isReady: () => source.isReady(), storeState: () => source.storeState() }));
+  await app.register(healthRoutes(source));
   await app.register(jwksRoutes(settings, source, sinks.request));
   await app.ready();
   return { app, ...(limit ? { limit } : {}) };

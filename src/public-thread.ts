@@ -116,21 +116,28 @@ async function main(): Promise<void> {
   timer.unref();
 
   port.on('message', (message: ToThread) => {
-    if (message.op === 'view') setView(message.set, message.view);
-    else if (message.op === 'store') storeState = message.state;
-    else if (message.op === 'redis') {
-      const resolve = pendingPipelines.get(message.id);
-      pendingPipelines.delete(message.id);
-      resolve?.(message.results.map(([err, value]) => [err === null ? null : new Error(err), value]));
-    }
-    else if (message.op === 'close') {
-      void (async () => {
-        clearInterval(timer);
-        await app.close();
-        await limit?.close();
-        flushMetrics();
-        post({ op: 'closed' });
-      })();
+    switch (message.op) {
+      case 'view':
+        setView(message.set, message.view);
+        break;
+      case 'store':
+        storeState = message.state;
+        break;
+      case 'redis': {
+        const resolve = pendingPipelines.get(message.id);
+        pendingPipelines.delete(message.id);
+        resolve?.(message.results.map(([err, value]) => [err === null ? null : new Error(err), value]));
+        break;
+      }
+      case 'close':
+        void (async () => {
+          clearInterval(timer);
+          await app.close();
+          await limit?.close();
+          flushMetrics();
+          post({ op: 'closed' });
+        })();
+        break;
     }
   });
 

@@ -33,7 +33,7 @@ interface ResponseHeaders {
 /** `count`: the port's response counter (a hijacked reply skips the onSend hook that counts the others). */
 export function jwksRoutes(settings: Pick<PublicSettings, 'jwks' | 'keySets' | 'defaultKeySet'>, source: JwksSource, count: (route: string, status: number) => void) {
   const known = new Set(settings.keySets);
-  // One header object per (set, generation, content type), built when the set changes, sent with one call.
+  // One header list per (set, generation, content type), built when the set changes, sent with one writeHead.
   const headersBySet = new Map<string, ResponseHeaders>();
 
   function headersFor(set: string, view: PublicJwksView): ResponseHeaders {
