@@ -21,7 +21,7 @@ ENV NODE_ENV=production
 # of this stage.
 ENV NODE_OPTIONS=--max-semi-space-size=2
 # glibc gives each thread that allocates its own malloc arena (up to 8 per core); the service has several
-# (public port, signing workers, libuv); two arenas keep their fragmentation out of RSS.
+# (public port, libuv's pool that signs); two arenas keep their fragmentation out of RSS.
 ENV MALLOC_ARENA_MAX=2
 WORKDIR /app
 # Files stay owned by root: the process can read them but never rewrite its own code.

@@ -383,7 +383,7 @@ async function profileService(
 ): Promise<ProfileSummary> {
   // Node writes one profile per thread (CPU.<date>.<time>.<pid>.<thread id>.<seq>.cpuprofile): the main thread
   // (id 0) runs the internal API; the public port runs in its own thread (PUBLIC_SERVER_THREAD), whose profile is
-  // the busiest one under a JWKS load (the signing workers start only on a first signature).
+  // the busiest one under a JWKS load.
   const dir = join(OUT, 'profiles', name);
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(dir, { recursive: true });

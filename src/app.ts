@@ -23,7 +23,6 @@ import { keyRoutes } from './routes/internal/keys.js';
 import { signingRoutes } from './routes/internal/signing.js';
 import { tokenRoutes } from './routes/internal/tokens.js';
 import { createTokenBroker } from './oauth/token-broker.js';
-import { createSigner } from './keys/signer.js';
 import { createTokenService, type TokenService } from './signing/token-service.js';
 
 export interface AppDeps {
@@ -145,8 +144,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
     await store.close();
     throw err;
   }
-  const signer = createSigner({ onFallback: (err) => logger.warn({ err: err.message }, 'signing workers unavailable; signing on the libuv thread pool') });
-  const tokens = createTokenService({ config, keys, logger, clock, metrics, audit, signer });
+  const tokens = createTokenService({ config, keys, logger, clock, metrics, audit });
   const broker = createTokenBroker({ config: config.broker, tokens, clock, metrics, audit });
 
   const publicLog = logger.child({ port: 'public' });
@@ -249,7 +247,6 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
         await Promise.allSettled([publicApp.close(), internalApp.close(), publicThread?.close()]);
         await publicLimit?.close();
         await audit.close();
-        await signer.close();
         await keys.close();
         await store.close();
       })();

@@ -161,6 +161,8 @@ export interface Config {
   internalBodyLimit: number;
   /** Serve the public port from its own worker thread, so that JWKS requests never wait behind the signing API. */
   publicServerThread: boolean;
+  /** Nice value given at start-up to libuv's thread pool, where signatures run (0: the process's priority). */
+  signingNice: number;
   /** Both ports: slow or idle clients cannot hold a connection or a request open. */
   connectionLimits: { requestTimeoutMs: number; keepAliveTimeoutMs: number; connectionTimeoutMs: number; maxHeaderSize: number };
   /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
@@ -553,6 +555,7 @@ export function loadConfig(env: Env = process.env): Config {
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
     publicServerThread: bool(env, 'PUBLIC_SERVER_THREAD', true),
+    signingNice: int(env, 'SIGNING_NICE', 10, 0, 19),
     connectionLimits: {
       requestTimeoutMs: envDuration(env, 'REQUEST_TIMEOUT', 10_000, 100),
       keepAliveTimeoutMs: envDuration(env, 'KEEP_ALIVE_TIMEOUT', 72_000, 100),

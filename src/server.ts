@@ -4,6 +4,7 @@ import { pino } from 'pino';
 import { buildApp } from './app.js';
 import { type Config, loadConfig } from './config.js';
 import { ConfigError, KeyStoreIntegrityError } from './errors.js';
+import { lowerThreadPoolPriority } from './keys/thread-pool-priority.js';
 import { loggerOptions } from './logger.js';
 
 function banner(config: Config, publicUrl: string, internalUrl: string): string {
@@ -47,6 +48,12 @@ async function main(): Promise<void> {
   const logger = pino(loggerOptions(config.logLevel));
   for (const warning of config.warnings) logger.warn(warning);
   if (!config.redisUrl) logger.warn('in-memory key store: keys vanish on restart and are not shared by replicas; set REDIS_URL');
+  // Before any worker thread starts (the public port's), so that only libuv's pool threads are busy then.
+  if (config.signingNice > 0) {
+    const pool = await lowerThreadPoolPriority(config.signingNice);
+    if (pool.threads.length === pool.expected) logger.info({ nice: pool.nice, threads: pool.threads.length }, 'signing threads (libuv thread pool) run at a lower priority');
+    else logger.warn({ nice: pool.nice, found: pool.threads.length, expected: pool.expected }, 'could not lower the priority of the signing threads (libuv thread pool); they run at the process priority');
+  }
 
   let app;
   try {

@@ -51,6 +51,7 @@ test('defaults: embedded store, one RS256 set that satisfies CONSUMERS.md rules 
   assert.deepEqual(config.warnings, []);
   assert.ok(config.devApiToken && config.devApiToken.length >= 40);
   assert.equal(config.clients.length, 1);
+  assert.equal(config.signingNice, 10);
   assert.ok(config.jwks.maxAgeMs < set.prepublishPeriodMs);
 });
 
@@ -73,6 +74,8 @@ test('bad values stop start-up with an error naming the variable', () => {
   failsOn({ KEEP_ALIVE_TIMEOUT: 'forever' }, 'KEEP_ALIVE_TIMEOUT');
   failsOn({ CONNECTION_TIMEOUT: '-1' }, 'CONNECTION_TIMEOUT');
   failsOn({ MAX_HEADER_SIZE: '100' }, 'MAX_HEADER_SIZE');
+  failsOn({ SIGNING_NICE: '20' }, 'SIGNING_NICE');
+  failsOn({ SIGNING_NICE: '-5' }, 'SIGNING_NICE');
   failsOn({ JWKS_CONTENT_TYPE: 'text/plain' }, 'JWKS_CONTENT_TYPE');
   failsOn({ API_TOKEN_SHA256: 'not-a-hash' }, 'API_TOKEN_SHA256');
   failsOn({ KEY_SETS_FILE: join(dir, 'missing.yaml') }, 'KEY_SETS_FILE');

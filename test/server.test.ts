@@ -1,6 +1,7 @@
 // server.ts as a process: config errors name the variable, SIGTERM shuts down gracefully.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { freePort } from './helpers/redis.js';
@@ -58,3 +59,47 @@ test('starts on the embedded store with a warning and a dev token; SIGTERM finis
   assert.equal(code, 0);
   assert.match(stdout, /"signal":"SIGTERM"/);
 });
+
+/** Nice value of each thread of a process (Linux: /proc/<pid>/task/<tid>/stat, field 19). */
+function threadNice(pid: number): Map<number, number> {
+  return new Map(
+    readdirSync(`/proc/${pid}/task`).map((tid) => {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+    }),
+  );
+}
+
+for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as const) {
+  test(`SIGNING_NICE=${signingNice ?? '(default 10)'}: ${lowered} libuv pool threads lowered, every other thread at the process priority`, { skip: process.platform !== 'linux' }, async () => {
+    const [port, internal] = [await freePort(), await freePort()];
+    const child = run({ PORT: String(port), INTERNAL_PORT: String(internal), HOST: '127.0.0.1', ...(signingNice === undefined ? {} : { SIGNING_NICE: signingNice }) });
+    try {
+      let stderr = '';
+      child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+      child.stdout.resume();
+      const deadline = Date.now() + 20_000;
+      while (!stderr.includes('jwks-signer is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      assert.match(stderr, /jwks-signer is running/);
+      const nice = threadNice(child.pid!);
+      const expected = signingNice === undefined ? 10 : Number(signingNice);
+      assert.equal([...nice.values()].filter((n) => n === expected && n !== 0).length, lowered);
+      assert.equal(nice.get(child.pid!), 0, 'the main thread');
+      assert.equal([...nice.values()].filter((n) => n !== 0).length, lowered, 'the public port thread and the rest keep the process priority');
+      // Signing still works on the lowered pool.
+      const token = /Development API token[^\n]*\n\s+(\S+)/.exec(stderr)![1]!;
+      const res = await fetch(`http://127.0.0.1:${internal}/v1/assertions`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ client_id: 'c', audience: 'a' }),
+      });
+      assert.equal(res.status, 200);
+    } finally {
+      if (child.exitCode === null) {
+        const exited = new Promise((r) => child.on('exit', r));
+        child.kill('SIGTERM');
+        await exited;
+      }
+    }
+  });
+}

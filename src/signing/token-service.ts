@@ -7,7 +7,7 @@ import type { Clock, KeyManager } from '../keys/key-manager.js';
 import type { Audit, AuditEntry } from '../audit.js';
 import type { Metrics } from '../metrics.js';
 import { thumbprint } from '../keys/certificates.js';
-import { type Signer, threadPoolSigner } from '../keys/signer.js';
+import { signer } from '../keys/signer.js';
 
 export const CLIENT_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 /** IdentityServer refuses client assertions longer than this. */
@@ -71,11 +71,9 @@ export interface TokenServiceOptions {
   clock: Clock;
   metrics?: Pick<Metrics, 'signed'>;
   audit?: Pick<Audit, 'record'>;
-  /** Default: node:crypto on libuv's thread pool. */
-  signer?: Pick<Signer, 'signCompact'>;
 }
 
-export function createTokenService({ config, keys, logger, clock, metrics, audit, signer = threadPoolSigner }: TokenServiceOptions) {
+export function createTokenService({ config, keys, logger, clock, metrics, audit }: TokenServiceOptions) {
   const recordAudit = (entry: AuditEntry) => (audit ? audit.record(entry, 'signed') : logger.info({ audit: entry.event, ...entry, event: undefined }, 'signed'));
   function resolveSet(client: ClientPolicy, requested: string | undefined): string {
     const set = requested ?? config.defaultKeySet;
@@ -114,7 +112,7 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
     const payloadJson = JSON.stringify({ ...claims, iat, nbf: iat, exp, jti });
-    // Refused before signing: the signing workers have small heaps, and an oversized input must never reach them.
+    // Refused before signing: a signature is not spent on a token that would then be refused.
     const encodedPayloadLength = Math.ceil((Buffer.byteLength(payloadJson) * 4) / 3);
     if (encodedPayloadLength > MAX_TOKEN_LENGTH) {
       throw Errors.tokenTooLarge(`the token would be over ${encodedPayloadLength} characters; the limit is ${MAX_TOKEN_LENGTH}`);

@@ -1,0 +1,96 @@
+// Signatures run on libuv's thread pool (node:crypto's callback sign()). On 2 cores an RSA signature at full
+// rate would otherwise take a core from the threads that answer JWKS and HTTP requests, so the pool's threads
+// are given a lower scheduling priority (a higher nice value: allowed without privileges).
+//
+// Node neither names the pool's threads nor exposes their ids, so they are found by what they do: while one
+// long pbkdf2 job per pool thread runs (each job holds its thread: no thread can take two within the window),
+// exactly the pool's threads are runnable in every sample of /proc/self/task/<tid>/stat taken before the first
+// job ends. A round that finds any other number of threads (a V8 helper thread busy in every sample) is
+// repeated; after four, nothing is changed. Linux only; elsewhere the pool keeps the process's priority.
+import { pbkdf2 } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { setPriority } from 'node:os';
+
+/** libuv's pool size: UV_THREADPOOL_SIZE when set (1-1024), else 4. */
+export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+  const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? '', 10);
+  if (!Number.isFinite(n)) return 4;
+  return Math.min(1024, Math.max(1, n));
+}
+
+function runnableThreads(): number[] {
+  const out: number[] = [];
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      if (stat[stat.lastIndexOf(')') + 2] === 'R') out.push(Number(tid));
+    } catch {
+      // The thread exited between the listing and the read.
+    }
+  }
+  return out;
+}
+
+const SAMPLE_INTERVAL_MS = 2;
+const MIN_SAMPLES = 3;
+
+/**
+ * The threads runnable in every sample taken before the first job ended; undefined when fewer than
+ * MIN_SAMPLES were taken by then (the jobs were too short for this machine). The last sample before the
+ * end is left out: the job may have finished on its thread before its callback reached this loop.
+ */
+async function findPoolThreads(size: number, iterations: number): Promise<number[] | undefined> {
+  let ended = false;
+  const jobs = Array.from(
+    { length: size },
+    () =>
+      new Promise<void>((resolve) =>
+        pbkdf2('jwks-signer', 'thread pool', iterations, 32, 'sha256', () => {
+          ended = true;
+          resolve();
+        }),
+      ),
+  );
+  const samples: number[][] = [];
+  while (!ended) {
+    await new Promise((resolve) => setTimeout(resolve, SAMPLE_INTERVAL_MS));
+    if (!ended) samples.push(runnableThreads());
+  }
+  await Promise.all(jobs);
+  samples.pop();
+  if (samples.length < MIN_SAMPLES) return undefined;
+  const [first, ...rest] = samples as [number[], ...number[][]];
+  return first.filter((tid) => tid !== process.pid && rest.every((sample) => sample.includes(tid)));
+}
+
+export interface ThreadPoolPriority {
+  nice: number;
+  /** The pool threads given `nice`: empty when they could not be told apart, or off Linux. */
+  threads: number[];
+  expected: number;
+}
+
+/** Gives libuv's pool threads the nice value `nice`. Call it before starting worker threads. */
+export async function lowerThreadPoolPriority(nice: number, size = threadPoolSize()): Promise<ThreadPoolPriority> {
+  if (process.platform !== 'linux' || nice <= 0) return { nice, threads: [], expected: size };
+  // ~25 ms of one core per job on this project's 2-core test VM; doubled while the jobs end too soon.
+  let iterations = 50_000;
+  for (let round = 0; round < 4; round++) {
+    const threads = await findPoolThreads(size, iterations);
+    if (threads === undefined) {
+      iterations *= 2;
+      continue;
+    }
+    if (threads.length !== size) continue;
+    const lowered = threads.filter((tid) => {
+      try {
+        setPriority(tid, nice);
+        return true;
+      } catch {
+        return false;
+      }
+    });
+    return { nice, threads: lowered, expected: size };
+  }
+  return { nice, threads: [], expected: size };
+}
