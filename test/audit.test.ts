@@ -90,3 +90,31 @@ test('the memory ring pages correctly across its wrap point', async () => {
   assert.deepEqual(ids(await sink.read(10, 'id-8')), ['id-7']);
   assert.deepEqual(ids(await sink.read(10, 'id-3')), [], 'an id that has left the ring');
 });
+
+test('audit on Redis: 250 entries appended in one turn (3 batches) are all written, in order; a failed batch reports each of its entries', async (t) => {
+  const { startRedis } = await import('./helpers/redis.js');
+  const { createRedisAuditSink } = await import('../src/audit.js');
+  const redis = await startRedis();
+  t.after(() => redis.close());
+  const sink = createRedisAuditSink(redis.client, 'audit-order', 1000, { maxBatch: 100 });
+  for (let i = 0; i < 250; i++) sink.append({ event: 'sign', n: i, id: `x-${i}`, time: 't' });
+  await sink.close!();
+  const rows = await redis.client.xrange('audit-order', '-', '+');
+  assert.deepEqual(
+    rows.map(([, fields]) => JSON.parse(fields[1]!).n),
+    Array.from({ length: 250 }, (_, i) => i),
+  );
+  assert.equal(JSON.parse(rows[0]![1][1]!).id, undefined, 'the stream id is the entry id');
+
+  await redis.client.set('audit-wrong-type', 'a string');
+  const failing = createRedisAuditSink(redis.client, 'audit-wrong-type', 1000);
+  const failed: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    failing.append({ event: 'sign', id: `y-${i}`, time: 't' }, (err) => {
+      assert.match(err.message, /WRONGTYPE/);
+      failed.push(i);
+    });
+  }
+  await failing.close!();
+  assert.deepEqual(failed, [0, 1, 2]);
+});

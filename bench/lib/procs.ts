@@ -2,23 +2,11 @@
 // /proc readings (CPU ticks, RSS) that measure a server from outside its process.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { openSync, readFileSync, readdirSync, closeSync } from 'node:fs';
-import { createServer } from 'node:net';
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
-/** A port that was free a moment ago on 127.0.0.1 (the kernel picks it). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
+// Below the ephemeral range, so that no listen(0) of another process can take it before it is bound.
+export { freePort } from '../../test/helpers/ports.js';
 
 export interface Spawned {
   name: string;

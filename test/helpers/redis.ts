@@ -1,60 +1,14 @@
 // Starts a real redis-server on a free loopback port for a test file; can stop and restart it on the same port.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
+import { freePort } from './ports.js';
+
+export { freePort };
 
 const BIN = process.env.REDIS_SERVER_BIN ?? 'redis-server';
-
-/**
- * A loopback port that is free now, and that the kernel will not hand to a later listen(0) of this or another
- * test: it is picked below the ephemeral range (ip_local_port_range), which listen(0) draws from. A port taken
- * from that range and closed at once could go to the next server started on port 0 (an oidc-provider, a fake
- * token endpoint) before the test binds it.
- */
-export async function freePort(): Promise<number> {
-  const lowestEphemeral = ephemeralRangeStart();
-  const floor = 10_000;
-  for (let attempt = 0; attempt < 50 && lowestEphemeral > floor; attempt++) {
-    const candidate = floor + Math.floor(Math.random() * (lowestEphemeral - floor));
-    // Not one this process was already given (it may not be bound yet).
-    if (handedOut.has(candidate) || !(await canListen(candidate))) continue;
-    handedOut.add(candidate);
-    return candidate;
-  }
-  return listenOnce(0);
-}
-
-const handedOut = new Set<number>();
-
-function ephemeralRangeStart(): number {
-  try {
-    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
-  } catch {
-    return 0;
-  }
-}
-
-function canListen(port: number): Promise<boolean> {
-  return listenOnce(port).then(
-    () => true,
-    () => false,
-  );
-}
-
-function listenOnce(port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(port, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 function requireBinary(): void {
   const probe = spawnSync(BIN, ['--version'], { encoding: 'utf8' });
