@@ -1,6 +1,6 @@
 // Bearer-token authentication of internal API clients: tokens are compared by SHA-256 in constant time.
 import { createHash, timingSafeEqual } from 'node:crypto';
-import type { FastifyRequest } from 'fastify';
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
 import type { ClientPolicy } from '../../config.js';
 import { Errors } from '../../errors.js';
@@ -30,7 +30,7 @@ export interface AuthFailureLimit {
 }
 
 /** Authenticates every request; an address that keeps presenting bad tokens is refused for a while (429). */
-export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailureLimit) {
+export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailureLimit, logger: FastifyBaseLogger) {
   const failures = new LRUCache<string, { count: number }>({ max: 10_000, ttl: limit.windowMs, noUpdateTTL: true });
   // Tokens that matched, for a few seconds: a client asks before every token request. Only matches are kept,
   // so unknown tokens always take the constant-time path; the configuration cannot change at run time.
@@ -50,7 +50,7 @@ export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailur
     else failures.set(request.ip, { count: 1 });
     if ((seen?.count ?? 1) === limit.max) {
       if (limit.onLockout) limit.onLockout(request.ip);
-      else request.log.warn({ audit: 'auth_lockout', address: request.ip }, 'internal API: too many failed authentications');
+      else logger.warn({ audit: 'auth_lockout', address: request.ip, reqId: request.id }, 'internal API: too many failed authentications');
     }
   }
 
@@ -70,7 +70,7 @@ export function authenticate(clients: readonly ClientPolicy[], limit: AuthFailur
     }
     if (!client) {
       recordFailure(request);
-      request.log.warn({ reason: match ? 'unknown_token' : 'malformed_header' }, 'internal API authentication failed');
+      logger.warn({ reason: match ? 'unknown_token' : 'malformed_header', reqId: request.id }, 'internal API authentication failed');
       throw Errors.invalidToken(undefined, { headers: { 'www-authenticate': 'Bearer realm="jwks-signer", error="invalid_token"' } });
     }
     request.apiClient = client;
