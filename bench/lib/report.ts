@@ -231,7 +231,7 @@ export function renderResults(r: Results, notes?: string): string {
   }
 
   const a = r.sections.assertions as
-    | Record<string, { http: Summary; silent?: Summary; raw: { rate: number; cpuUsPerOp: number; all: number[] }; signingInputBytes: number; tokenBytes: number }>
+    | Record<string, { http: Summary; silent?: Summary; floor?: Summary; raw: { rate: number; cpuUsPerOp: number; all: number[] }; signingInputBytes: number; tokenBytes: number }>
     | undefined;
   if (a) {
     out.push('## 3. Assertions over HTTP vs raw crypto.sign');
@@ -263,6 +263,15 @@ export function renderResults(r: Results, notes?: string): string {
       ),
     );
     out.push('');
+    for (const [alg, v] of Object.entries(a).filter(([, v]) => v.floor)) {
+      const f = v.floor!;
+      out.push(
+        `HTTP floor, same run: bench/baselines/bare-fastify.mjs answers the same POST (Fastify parses the JSON body and serialises a JSON answer of the service's shape; no authentication, validation, signature, audit or metrics), ${f.runs} runs interleaved with the ${alg} runs above: ` +
+          `**${n0(f.rps)} requests/s** (${f.all.join(' / ')}), ${n1(f.cpuUsPerReq)} µs of CPU per request. That is ${n3(f.rps / v.raw.rate)} of raw ${alg} crypto.sign/s: ` +
+          `a service on this stack (Fastify, one HTTP request per assertion, the load generator on the same 2 cores) cannot answer faster than this floor even before it signs, so the ${alg} ratio cannot exceed ~${n2(f.rps / v.raw.rate)} here (the service reaches ${n3(v.http.rps / f.rps)} of the floor).`,
+      );
+      out.push('');
+    }
     const ablation = Object.entries(a).filter(([, v]) => v.silent);
     if (ablation.length > 0) {
       out.push('Logging ablation, same run: the same service with `LOG_LEVEL=silent` (no request log lines, no audit log line).');
