@@ -10,7 +10,6 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { Agent, request as httpRequest } from 'node:http';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +29,8 @@ import {
   stopAll,
   waitHttp,
 } from './lib/procs.js';
+import { IMAGE_ENV_TEXT, serviceEnv } from './lib/service-env.js';
+import { type Probe, probe } from './lib/probe.js';
 import { type ProfileSummary, summarizeProfile } from './lib/profile.js';
 import { type RedisServer, startRedis, statsDelta, totalCommands } from './lib/redis.js';
 import { renderChart, renderResults, type Results, type Target } from './lib/report.js';
@@ -84,32 +85,9 @@ interface Service {
   internal: string;
 }
 
-/** The runtime image's `ENV NAME=value` lines (Dockerfile), so that the bench runs the service as production does. */
-const IMAGE_ENV: Record<string, string> = Object.fromEntries(
-  [...(readFileSync(join(ROOT, 'Dockerfile'), 'utf8').split(/^FROM .* AS runtime$/m)[1] ?? '').matchAll(/^ENV ([A-Z_]+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]),
-);
-const IMAGE_ENV_TEXT = Object.entries(IMAGE_ENV)
-  .map(([k, v]) => `${k}=${v}`)
-  .join(' ');
-
 async function startService(name: string, redis: RedisServer, env: Record<string, string>, nodeArgs: string[] = [], readyMs = 60_000): Promise<Service> {
   const [port, internalPort] = [await freePort(), await freePort()];
-  const fullEnv = {
-    ...process.env,
-    NODE_ENV: 'production',
-    PORT: String(port),
-    INTERNAL_PORT: String(internalPort),
-    HOST: '127.0.0.1',
-    LOG_LEVEL: 'info',
-    REDIS_URL: redis.url,
-    REDIS_KEY_PREFIX: PREFIX,
-    KEY_ENCRYPTION_KEYS: KEK,
-    API_TOKEN_SHA256: createHash('sha256').update(API_TOKEN).digest('hex'),
-    // The limiter stays on (it counts every request) with a limit that one client address never reaches.
-    RATE_LIMIT_MAX: '10000000',
-    ...IMAGE_ENV,
-    ...env,
-  };
+  const fullEnv = serviceEnv({ port, internalPort, redisUrl: redis.url, kek: KEK, apiToken: API_TOKEN }, { REDIS_KEY_PREFIX: PREFIX, ...env });
   const proc = spawnLogged(name, process.execPath, [...nodeArgs, join(DIST, 'server.js')], fullEnv, join(OUT, 'logs', `${name}.log`), ROOT);
   const base = `http://127.0.0.1:${port}`;
   await waitHttp(`${base}/readyz`, readyMs, proc);
@@ -214,68 +192,6 @@ async function interleaved(tool: Tool, cases: Array<{ key: string; target: LoadT
     }
   }
   return new Map(cases.map((c) => [c.key, summarize(c.key, runs.get(c.key)!)]));
-}
-
-// ---------------------------------------------------------------- a paced latency probe (JWKS at a fixed rate)
-interface Probe {
-  requests: number;
-  errors: number;
-  p50Ms: number;
-  p99Ms: number;
-  maxMs: number;
-  statuses: Record<string, number>;
-  etags: string[];
-}
-
-function probe(url: string, ratePerS: number, durationS: number): Promise<Probe> {
-  const agent = new Agent({ keepAlive: true, maxSockets: 8 });
-  const latencies: number[] = [];
-  const statuses: Record<string, number> = {};
-  const etags: string[] = [];
-  let errors = 0;
-  let outstanding = 0;
-  return new Promise((resolve) => {
-    const stopAt = Date.now() + durationS * 1000;
-    const finish = () => {
-      if (Date.now() < stopAt || outstanding > 0) return;
-      agent.destroy();
-      latencies.sort((a, b) => a - b);
-      const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.ceil(p * latencies.length) - 1))] ?? NaN;
-      resolve({ requests: latencies.length, errors, p50Ms: pct(0.5), p99Ms: pct(0.99), maxMs: latencies[latencies.length - 1] ?? NaN, statuses, etags });
-    };
-    const fire = () => {
-      outstanding += 1;
-      const t0 = process.hrtime.bigint();
-      const req = httpRequest(url, { agent, timeout: 5000 }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
-          const code = String(res.statusCode);
-          statuses[code] = (statuses[code] ?? 0) + 1;
-          if ((res.statusCode ?? 500) >= 400) errors += 1;
-          const etag = String(res.headers.etag ?? '');
-          if (etags[etags.length - 1] !== etag) etags.push(etag);
-          outstanding -= 1;
-          finish();
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error('timeout')));
-      req.on('error', () => {
-        errors += 1;
-        outstanding -= 1;
-        finish();
-      });
-      req.end();
-    };
-    const timer = setInterval(() => {
-      if (Date.now() >= stopAt) {
-        clearInterval(timer);
-        finish();
-        return;
-      }
-      fire();
-    }, 1000 / ratePerS);
-  });
 }
 
 // ---------------------------------------------------------------- the raw crypto.sign baseline

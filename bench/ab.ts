@@ -1,0 +1,127 @@
+// A/B of service builds (not part of the suite): each build in bench/out/<dir> runs as its own service on one
+// private Redis, with the runtime image's environment; wrk runs against them interleaved (A, B, A, B, ...).
+// The commit messages' A/B figures come from this tool.
+//
+//   node node_modules/typescript/bin/tsc -p tsconfig.build.json --outDir bench/out/dist-a   (one build per side;
+//   git archive <rev> src tsconfig*.json | tar -x -C <dir> gives an older tree to build)
+//   node --import tsx bench/ab.ts '<JSON>'
+//
+// JSON: { "dists": { "<name>": "bench/out/dist-a", ... },   builds, under bench/out (node_modules is found from there)
+//         "env": { "<name>": { "VAR": "value" } },          per-side environment (the same build twice with different settings)
+//         "mode": "assertions" | "jwks" | "close" | "contention",
+//         "algs": ["ES256", "RS256"], "reps": 5, "s": 3 }
+// assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
+// Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
+// Prints each run, then medians: req/s and the service's CPU µs per request.
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type LoadSpec, runLoad } from './lib/load.js';
+import { probe } from './lib/probe.js';
+import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, waitHttp } from './lib/procs.js';
+import { startRedis } from './lib/redis.js';
+import { serviceEnv } from './lib/service-env.js';
+
+interface Options {
+  dists: Record<string, string>;
+  env?: Record<string, Record<string, string>>;
+  mode?: 'assertions' | 'jwks' | 'close' | 'contention';
+  algs?: string[];
+  reps?: number;
+  s?: number;
+}
+
+const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
+if (!opts.dists || Object.keys(opts.dists).length === 0) throw new Error('usage: node --import tsx bench/ab.ts \'{"dists":{"a":"bench/out/dist-a","b":"bench/out/dist-b"}}\'');
+const OUT = join(dirname(fileURLToPath(import.meta.url)), 'out', 'ab');
+mkdirSync(OUT, { recursive: true });
+const mode = opts.mode ?? 'assertions';
+const algs = mode === 'jwks' || mode === 'close' ? ['-'] : (opts.algs ?? ['ES256']);
+const reps = opts.reps ?? 5;
+const seconds = opts.s ?? 3;
+const KEK = `ab:${randomBytes(32).toString('base64')}`;
+const API_TOKEN = randomBytes(32).toString('base64url');
+const keySetsFile = join(OUT, 'key-sets.json');
+writeFileSync(keySetsFile, JSON.stringify({ keySets: Object.fromEntries(['RS256', 'PS256', 'ES256', 'EdDSA'].map((a) => [a.toLowerCase(), { alg: a }])) }));
+
+const redis = await startRedis(await freePort(), OUT);
+await redis.flush();
+const services: Array<{ name: string; proc: Spawned; base: string; internal: string }> = [];
+for (const [name, dist] of Object.entries(opts.dists)) {
+  const [port, internalPort] = [await freePort(), await freePort()];
+  const env = serviceEnv({ port, internalPort, redisUrl: redis.url, kek: KEK, apiToken: API_TOKEN }, { KEY_SETS_FILE: keySetsFile, ...(opts.env?.[name] ?? {}) });
+  const proc = spawnLogged(name, process.execPath, [join(resolve(dist), 'server.js')], env, join(OUT, `${name}.log`));
+  const base = `http://127.0.0.1:${port}`;
+  await waitHttp(`${base}/readyz`, 60_000, proc);
+  services.push({ name, proc, base, internal: `http://127.0.0.1:${internalPort}` });
+}
+
+const signing = (svc: (typeof services)[number], alg: string, durationS: number): LoadSpec => ({
+  base: svc.internal,
+  paths: ['/v1/assertions'],
+  method: 'POST',
+  body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: alg.toLowerCase() }),
+  headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
+  connections: 16,
+  durationS,
+});
+const jwks = (svc: (typeof services)[number], durationS: number): LoadSpec => ({
+  base: svc.base,
+  paths: ['/.well-known/jwks.json'],
+  connections: 64,
+  durationS,
+  ...(mode === 'close' ? { headers: { Connection: 'close' } } : {}),
+});
+
+try {
+  for (const alg of algs) {
+    if (mode === 'contention') {
+      for (const svc of services) await probe(`${svc.base}/.well-known/jwks.json`, 200, 1);
+      const p99 = new Map(services.map((s) => [s.name, { idle: [] as number[], load: [] as number[], rate: [] as number[] }]));
+      for (let i = 0; i < reps; i++) {
+        for (const svc of services) {
+          const idle = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
+          const load = runLoad('wrk', signing(svc, alg, seconds + 1));
+          await sleep(500);
+          const loaded = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
+          const rate = (await load).rps;
+          const r = p99.get(svc.name)!;
+          r.idle.push(idle.p99Ms);
+          r.load.push(loaded.p99Ms);
+          r.rate.push(rate);
+          console.log(`${alg} #${i + 1} ${svc.name}: JWKS p99 idle ${idle.p99Ms.toFixed(2)} ms, under signing ${loaded.p99Ms.toFixed(2)} ms; ${Math.round(rate)} assertions/s`);
+        }
+      }
+      for (const [name, r] of p99) {
+        console.log(`${alg} ${name} median: JWKS p99 idle ${median(r.idle).toFixed(2)} ms, under signing ${median(r.load).toFixed(2)} ms (${(median(r.load) / median(r.idle)).toFixed(2)}x), ${Math.round(median(r.rate))} assertions/s`);
+      }
+      continue;
+    }
+    const spec = (svc: (typeof services)[number], durationS: number) => (mode === 'assertions' ? signing(svc, alg, durationS) : jwks(svc, durationS));
+    const runs = new Map(services.map((s) => [s.name, { rps: [] as number[], cpu: [] as number[], errors: 0 }]));
+    for (const svc of services) {
+      const warm = await runLoad('wrk', { ...spec(svc, 1), countCodes: true });
+      console.log(`warm ${svc.name} ${alg}: ${Math.round(warm.rps)}/s, codes ${JSON.stringify(warm.codes)}`);
+    }
+    for (let i = 0; i < reps; i++) {
+      for (const svc of services) {
+        const cpu0 = cpuMicrosOf([svc.proc.pid]);
+        const r = await runLoad('wrk', spec(svc, seconds));
+        const run = runs.get(svc.name)!;
+        run.rps.push(r.rps);
+        run.cpu.push((cpuMicrosOf([svc.proc.pid]) - cpu0) / Math.max(1, r.requests));
+        run.errors += r.errors;
+      }
+      console.log(`${alg} #${i + 1}: ${[...runs].map(([n, v]) => `${n} ${Math.round(v.rps.at(-1)!)}/s (${v.cpu.at(-1)!.toFixed(0)} us)`).join('  ')}`);
+    }
+    const [first] = runs.values();
+    console.log(
+      `${alg} median: ${[...runs].map(([n, v]) => `${n} ${Math.round(median(v.rps))}/s ${median(v.cpu).toFixed(1)} us/req, ${v.errors} errors, ${(median(v.rps) / median(first!.rps)).toFixed(3)}x`).join(' | ')}`,
+    );
+  }
+} finally {
+  for (const svc of services) await stop(svc.proc, 15_000);
+  await redis.close();
+  await stopAll();
+}
