@@ -1,10 +1,10 @@
 // server.ts as a process: config errors name the variable, SIGTERM shuts down gracefully.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { freePort } from './helpers/redis.js';
+import { threadStats } from './helpers/threads.js';
 
 function run(env: Record<string, string>) {
   return spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -60,16 +60,6 @@ test('starts on the embedded store with a warning and a dev token; SIGTERM finis
   assert.match(stdout, /"signal":"SIGTERM"/);
 });
 
-/** Nice value of each thread of a process (Linux: /proc/<pid>/task/<tid>/stat, field 19). */
-function threadNice(pid: number): Map<number, number> {
-  return new Map(
-    readdirSync(`/proc/${pid}/task`).map((tid) => {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      return [Number(tid), Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
-    }),
-  );
-}
-
 for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as const) {
   test(`SIGNING_NICE=${signingNice ?? '(default 10)'}: ${lowered} libuv pool threads lowered, every other thread at the process priority`, { skip: process.platform !== 'linux' }, async () => {
     const [port, internal] = [await freePort(), await freePort()];
@@ -81,7 +71,7 @@ for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as con
       const deadline = Date.now() + 20_000;
       while (!stderr.includes('jwks-signer is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.match(stderr, /jwks-signer is running/);
-      const nice = threadNice(child.pid!);
+      const nice = new Map([...threadStats(child.pid!)].map(([tid, t]) => [tid, t.nice]));
       const expected = signingNice === undefined ? 10 : Number(signingNice);
       assert.equal([...nice.values()].filter((n) => n === expected && n !== 0).length, lowered);
       assert.equal(nice.get(child.pid!), 0, 'the main thread');

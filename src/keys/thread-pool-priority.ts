@@ -12,7 +12,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 
 /** libuv's pool size: UV_THREADPOOL_SIZE when set (1-1024), else 4. */
-export function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
+function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
   const n = Number.parseInt(env.UV_THREADPOOL_SIZE ?? '', 10);
   if (!Number.isFinite(n)) return 4;
   return Math.min(1024, Math.max(1, n));
@@ -64,7 +64,6 @@ async function findPoolThreads(size: number, iterations: number): Promise<number
 }
 
 export interface ThreadPoolPriority {
-  nice: number;
   /** The pool threads given `nice`: empty when they could not be told apart, or off Linux. */
   threads: number[];
   expected: number;
@@ -72,7 +71,7 @@ export interface ThreadPoolPriority {
 
 /** Gives libuv's pool threads the nice value `nice`. Call it before starting worker threads. */
 export async function lowerThreadPoolPriority(nice: number, size = threadPoolSize()): Promise<ThreadPoolPriority> {
-  if (process.platform !== 'linux' || nice <= 0) return { nice, threads: [], expected: size };
+  if (process.platform !== 'linux' || nice <= 0) return { threads: [], expected: size };
   // ~25 ms of one core per job on this project's 2-core test VM; doubled while the jobs end too soon.
   let iterations = 50_000;
   for (let round = 0; round < 4; round++) {
@@ -90,7 +89,7 @@ export async function lowerThreadPoolPriority(nice: number, size = threadPoolSiz
         return false;
       }
     });
-    return { nice, threads: lowered, expected: size };
+    return { threads: lowered, expected: size };
   }
-  return { nice, threads: [], expected: size };
+  return { threads: [], expected: size };
 }
