@@ -9,7 +9,9 @@
 // JSON: { "dists": { "<name>": "bench/out/dist-a", ... },   builds, under bench/out (node_modules is found from there)
 //         "env": { "<name>": { "VAR": "value" } },          per-side environment (the same build twice with different settings)
 //         "mode": "assertions" | "jwks" | "close" | "contention",
-//         "algs": ["ES256", "RS256"], "reps": 5, "s": 3 }
+//         "algs": ["ES256", "RS256"], "reps": 5, "s": 3,
+//         "bare": true }                                    adds bench/baselines/bare-fastify.mjs as a side, serving the
+//                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s and the service's CPU µs per request.
@@ -30,6 +32,7 @@ interface Options {
   algs?: string[];
   reps?: number;
   s?: number;
+  bare?: boolean;
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -55,6 +58,17 @@ for (const [name, dist] of Object.entries(opts.dists)) {
   const base = `http://127.0.0.1:${port}`;
   await waitHttp(`${base}/readyz`, 60_000, proc);
   services.push({ name, proc, base, internal: `http://127.0.0.1:${internalPort}` });
+}
+if (opts.bare) {
+  const answer = await fetch(`${services[0]!.base}/.well-known/jwks.json`);
+  const bodyFile = join(OUT, 'jwks-body.json');
+  writeFileSync(bodyFile, Buffer.from(await answer.arrayBuffer()));
+  const port = await freePort();
+  const env = { ...process.env, PORT: String(port), BODY_FILE: bodyFile, ETAG: answer.headers.get('etag') ?? '"bench"' };
+  const proc = spawnLogged('bare', process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'baselines', 'bare-fastify.mjs')], env, join(OUT, 'bare.log'));
+  const base = `http://127.0.0.1:${port}`;
+  await waitHttp(`${base}/.well-known/jwks.json`, 30_000, proc);
+  services.push({ name: 'bare', proc, base, internal: base });
 }
 
 const signing = (svc: (typeof services)[number], alg: string, durationS: number): LoadSpec => ({
