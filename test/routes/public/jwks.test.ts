@@ -147,6 +147,21 @@ test('rate limiting per client address: 429 problem+json with Retry-After; healt
   }
 });
 
+test('rate limiting keys: an IPv6 client by its /64, an IPv4-mapped address as IPv4; preflights are not counted', async (t) => {
+  const { app } = await buildTestApp({ RATE_LIMIT_MAX: '2', RATE_LIMIT_WINDOW: '1m' });
+  t.after(() => app.close());
+  const from = (ip: string, method: 'GET' | 'OPTIONS' = 'GET') => app.public.inject({ method, url: '/.well-known/jwks.json', remoteAddress: ip });
+  for (let i = 0; i < 3; i++) assert.equal((await from('2001:db8:1:2::1', 'OPTIONS')).statusCode, 204);
+  assert.equal((await from('2001:db8:1:2::1')).statusCode, 200);
+  assert.equal((await from('2001:DB8:1:2:ffff::9')).statusCode, 200, 'same /64, another spelling');
+  const refused = await from('2001:db8:1:2:abcd::3');
+  assert.equal(refused.statusCode, 429, 'the /64 shares one budget');
+  assert.equal(refused.json().code, 'rate_limited');
+  assert.equal((await from('2001:db8:1:3::1')).statusCode, 200, 'another /64 has its own');
+  for (let i = 0; i < 2; i++) assert.equal((await from('::ffff:192.0.2.40')).statusCode, 200);
+  assert.equal((await from('192.0.2.40')).statusCode, 429, 'an IPv4-mapped address counts as the IPv4 address');
+});
+
 test('behind a proxy the client address comes from X-Forwarded-For only when TRUST_PROXY says so', async (t) => {
   const trusting = await buildTestApp({ RATE_LIMIT_MAX: '2', TRUST_PROXY: '127.0.0.1' });
   const untrusting = await buildTestApp({ RATE_LIMIT_MAX: '2' });
