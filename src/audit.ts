@@ -146,7 +146,8 @@ export function createAudit(sink: AuditSink, logger: Logger, onAppendError?: () 
     record(entry, message = entry.event) {
       logger.info({ audit: entry.event, ...entry, event: undefined }, message);
       const now = Date.now();
-      const stored: StoredAuditEntry = { ...entry, id: `${now}-${sequence++}`, time: new Date(now).toISOString() };
+      // Not `{ ...entry, id, time }`: see createTokenService (src/signing/token-service.ts).
+      const stored: StoredAuditEntry = Object.assign({}, entry, { id: `${now}-${sequence++}`, time: new Date(now).toISOString() });
       sink.append(stored, failed);
     },
     read: (count, before) => sink.read(count, before),

@@ -15,8 +15,10 @@ export const MAX_TOKEN_LENGTH = 51_200;
 export const TYPS = ['JWT', 'client-authentication+jwt'] as const;
 export type Typ = (typeof TYPS)[number];
 
-const ASSERTION_RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti']);
-const JWT_RESERVED = new Set(['exp', 'iat', 'nbf', 'jti']);
+// `__proto__`: the claims are merged with Object.assign, which would set the object's prototype instead of
+// copying such a claim (the HTTP routes' JSON parser already refuses the name).
+const ASSERTION_RESERVED = new Set(['iss', 'sub', 'aud', 'exp', 'iat', 'nbf', 'jti', '__proto__']);
+const JWT_RESERVED = new Set(['exp', 'iat', 'nbf', 'jti', '__proto__']);
 
 export interface AssertionRequest {
   client_id: string;
@@ -73,6 +75,9 @@ export interface TokenServiceOptions {
   audit?: Pick<Audit, 'record'>;
 }
 
+// Objects on the signing path are merged with Object.assign, not built as `{ ...a, b, c }`: in Node 20 (V8 11.3)
+// properties written after a spread leave a slow object, and building and serialising the claims that way cost
+// ~8 µs per signature against ~1.5 (bench/NOTES.md).
 export function createTokenService({ config, keys, logger, clock, metrics, audit }: TokenServiceOptions) {
   const recordAudit = (entry: AuditEntry) => (audit ? audit.record(entry, 'signed') : logger.info({ audit: entry.event, ...entry, event: undefined }, 'signed'));
   function resolveSet(client: ClientPolicy, requested: string | undefined): string {
@@ -111,7 +116,7 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
     const iat = Math.floor(clock.now() / 1000);
     const exp = iat + Math.ceil(ttlMs / 1000);
     const jti = randomUUID();
-    const payloadJson = JSON.stringify({ ...claims, iat, nbf: iat, exp, jti });
+    const payloadJson = JSON.stringify(Object.assign({}, claims, { iat, nbf: iat, exp, jti }));
     // Refused before signing: a signature is not spent on a token that would then be refused.
     const encodedPayloadLength = Math.ceil((Buffer.byteLength(payloadJson) * 4) / 3);
     if (encodedPayloadLength > MAX_TOKEN_LENGTH) {
@@ -140,7 +145,7 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
       if (reserved.length > 0) throw Errors.reservedClaim(`claims may not set ${reserved.join(', ')}`);
       checkExtraClaims(client, Object.keys(extra));
       const ttlMs = lifetime(client, set, req.ttl);
-      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...extra, iss: req.client_id, sub: subject, aud: req.audience }, 'assertion');
+      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, Object.assign({}, extra, { iss: req.client_id, sub: subject, aud: req.audience }), 'assertion');
     },
 
     async jwt(client: ClientPolicy, req: JwtRequest): Promise<SignedToken> {
@@ -162,7 +167,7 @@ export function createTokenService({ config, keys, logger, clock, metrics, audit
       if (deniedAud !== undefined) throw Errors.audienceDenied(`client "${client.name}" may not sign for audience "${deniedAud}"`);
       checkExtraClaims(client, Object.keys(claims).filter((n) => !['iss', 'sub', 'aud'].includes(n)));
       const ttlMs = lifetime(client, set, req.ttl);
-      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, { ...claims, iss, sub, aud }, 'jwt');
+      return sign(client, set, ttlMs, req.typ ?? 'JWT', req.x5t, Object.assign({}, claims, { iss, sub, aud }), 'jwt');
     },
   };
 }
