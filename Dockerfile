@@ -36,5 +36,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.PORT||8080)+'/readyz',{signal:AbortSignal.timeout(4000)}).then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
 STOPSIGNAL SIGTERM
 # Exec form: node is PID 1 and receives SIGTERM itself; the service handles it (graceful close),
-# and it spawns no children, so no init process is needed to reap zombies.
+# and its only children are util-linux's chrt at start-up (setting the signing threads' SCHED_BATCH policy), each
+# waited for, so no init process is needed to reap zombies.
 CMD ["node", "dist/server.js"]

@@ -8,13 +8,14 @@
 //
 // JSON: { "dists": { "<name>": "bench/out/dist-a", ... },   builds, under bench/out (node_modules is found from there)
 //         "env": { "<name>": { "VAR": "value" } },          per-side environment (the same build twice with different settings)
+//         "nodeArgs": { "<name>": ["--cpu-prof", ...] },    per-side node flags (those NODE_OPTIONS refuses)
 //         "mode": "assertions" | "jwks" | "close" | "contention",
 //         "algs": ["ES256", "RS256"], "reps": 5, "s": 3,
 //         "bare": true }                                    adds bench/baselines/bare-fastify.mjs as a side, serving the
 //                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
-// Prints each run, then medians: req/s and the service's CPU µs per request.
+// Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -28,6 +29,7 @@ import { serviceEnv } from './lib/service-env.js';
 interface Options {
   dists: Record<string, string>;
   env?: Record<string, Record<string, string>>;
+  nodeArgs?: Record<string, string[]>;
   mode?: 'assertions' | 'jwks' | 'close' | 'contention';
   algs?: string[];
   reps?: number;
@@ -54,7 +56,7 @@ const services: Array<{ name: string; proc: Spawned; base: string; internal: str
 for (const [name, dist] of Object.entries(opts.dists)) {
   const [port, internalPort] = [await freePort(), await freePort()];
   const env = serviceEnv({ port, internalPort, redisUrl: redis.url, kek: KEK, apiToken: API_TOKEN }, { KEY_SETS_FILE: keySetsFile, ...(opts.env?.[name] ?? {}) });
-  const proc = spawnLogged(name, process.execPath, [join(resolve(dist), 'server.js')], env, join(OUT, `${name}.log`));
+  const proc = spawnLogged(name, process.execPath, [...(opts.nodeArgs?.[name] ?? []), join(resolve(dist), 'server.js')], env, join(OUT, `${name}.log`));
   const base = `http://127.0.0.1:${port}`;
   await waitHttp(`${base}/readyz`, 60_000, proc);
   services.push({ name, proc, base, internal: `http://127.0.0.1:${internalPort}` });
@@ -113,7 +115,7 @@ try {
       continue;
     }
     const spec = (svc: (typeof services)[number], durationS: number) => (mode === 'assertions' ? signing(svc, alg, durationS) : jwks(svc, durationS));
-    const runs = new Map(services.map((s) => [s.name, { rps: [] as number[], cpu: [] as number[], errors: 0 }]));
+    const runs = new Map(services.map((s) => [s.name, { rps: [] as number[], cpu: [] as number[], p99: [] as number[], errors: 0 }]));
     for (const svc of services) {
       const warm = await runLoad('wrk', { ...spec(svc, 1), countCodes: true });
       console.log(`warm ${svc.name} ${alg}: ${Math.round(warm.rps)}/s, codes ${JSON.stringify(warm.codes)}`);
@@ -124,14 +126,15 @@ try {
         const r = await runLoad('wrk', spec(svc, seconds));
         const run = runs.get(svc.name)!;
         run.rps.push(r.rps);
+        run.p99.push(r.p99Ms);
         run.cpu.push((cpuMicrosOf([svc.proc.pid]) - cpu0) / Math.max(1, r.requests));
         run.errors += r.errors;
       }
-      console.log(`${alg} #${i + 1}: ${[...runs].map(([n, v]) => `${n} ${Math.round(v.rps.at(-1)!)}/s (${v.cpu.at(-1)!.toFixed(0)} us)`).join('  ')}`);
+      console.log(`${alg} #${i + 1}: ${[...runs].map(([n, v]) => `${n} ${Math.round(v.rps.at(-1)!)}/s (${v.cpu.at(-1)!.toFixed(0)} us, p99 ${v.p99.at(-1)!.toFixed(1)} ms)`).join('  ')}`);
     }
     const [first] = runs.values();
     console.log(
-      `${alg} median: ${[...runs].map(([n, v]) => `${n} ${Math.round(median(v.rps))}/s ${median(v.cpu).toFixed(1)} us/req, ${v.errors} errors, ${(median(v.rps) / median(first!.rps)).toFixed(3)}x`).join(' | ')}`,
+      `${alg} median: ${[...runs].map(([n, v]) => `${n} ${Math.round(median(v.rps))}/s ${median(v.cpu).toFixed(1)} us/req, p99 ${median(v.p99).toFixed(2)} ms, ${v.errors} errors, ${(median(v.rps) / median(first!.rps)).toFixed(3)}x`).join(' | ')}`,
     );
   }
 } finally {

@@ -51,8 +51,12 @@ async function main(): Promise<void> {
   // Before any worker thread starts (the public port's), so that only libuv's pool threads are busy then.
   if (config.signingNice > 0) {
     const pool = await lowerThreadPoolPriority(config.signingNice);
-    if (pool.threads.length === pool.expected) logger.info({ nice: config.signingNice, threads: pool.threads.length }, 'signing threads (libuv thread pool) run at a lower priority');
-    else logger.warn({ nice: config.signingNice, found: pool.threads.length, expected: pool.expected }, 'could not lower the priority of the signing threads (libuv thread pool); they run at the process priority');
+    if (pool.threads.length === pool.expected) {
+      logger.info(
+        { nice: config.signingNice, threads: pool.threads.length, policy: pool.batch === pool.threads.length ? 'SCHED_BATCH' : 'SCHED_OTHER' },
+        'signing threads (libuv thread pool) run at a lower priority',
+      );
+    } else logger.warn({ nice: config.signingNice, found: pool.threads.length, expected: pool.expected }, 'could not lower the priority of the signing threads (libuv thread pool); they run at the process priority');
   }
 
   let app;

@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { freePort } from './helpers/redis.js';
-import { threadStats } from './helpers/threads.js';
+import { SCHED_BATCH, threadStats } from './helpers/threads.js';
 
 function run(env: Record<string, string>) {
   return spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -71,7 +71,11 @@ for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as con
       const deadline = Date.now() + 20_000;
       while (!stderr.includes('jwks-signer is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.match(stderr, /jwks-signer is running/);
-      const nice = new Map([...threadStats(child.pid!)].map(([tid, t]) => [tid, t.nice]));
+      const stats = threadStats(child.pid!);
+      const nice = new Map([...stats].map(([tid, t]) => [tid, t.nice]));
+      const batch = [...stats.values()].filter((t) => t.policy === SCHED_BATCH);
+      assert.equal(batch.length, lowered, 'the lowered threads, and only they, run under SCHED_BATCH');
+      assert.ok(batch.every((t) => t.nice !== 0));
       const expected = signingNice === undefined ? 10 : Number(signingNice);
       assert.equal([...nice.values()].filter((n) => n === expected && n !== 0).length, lowered);
       assert.equal(nice.get(child.pid!), 0, 'the main thread');

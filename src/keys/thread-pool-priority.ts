@@ -1,12 +1,16 @@
 // Signatures run on libuv's thread pool (node:crypto's callback sign()). On 2 cores an RSA signature at full
 // rate would otherwise take a core from the threads that answer JWKS and HTTP requests, so the pool's threads
-// are given a lower scheduling priority (a higher nice value: allowed without privileges).
+// are given a lower scheduling priority (a higher nice value: allowed without privileges) and the SCHED_BATCH
+// policy (also allowed without privileges): a pool thread woken for a new signature then waits for the running
+// thread's slice to end instead of preempting it, as sleeping threads otherwise may whatever their nice value.
+// Node has no call for the policy, so it is set with util-linux's `chrt`; without it the threads keep nice only.
 //
 // Node neither names the pool's threads nor exposes their ids, so they are found by what they do: while one
 // long pbkdf2 job per pool thread runs (each job holds its thread: no thread can take two within the window),
 // exactly the pool's threads are runnable in every sample of /proc/self/task/<tid>/stat taken before the first
 // job ends. A round that finds any other number of threads (a V8 helper thread busy in every sample) is
 // repeated; after four, nothing is changed. Linux only; elsewhere the pool keeps the process's priority.
+import { execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
@@ -67,11 +71,22 @@ export interface ThreadPoolPriority {
   /** The pool threads given `nice`: empty when they could not be told apart, or off Linux. */
   threads: number[];
   expected: number;
+  /** How many of them also run under SCHED_BATCH (0 when `chrt` is missing or refused). */
+  batch: number;
+}
+
+function setBatchPolicy(tid: number): boolean {
+  try {
+    execFileSync('chrt', ['--batch', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Gives libuv's pool threads the nice value `nice`. Call it before starting worker threads. */
 export async function lowerThreadPoolPriority(nice: number, size = threadPoolSize()): Promise<ThreadPoolPriority> {
-  if (process.platform !== 'linux' || nice <= 0) return { threads: [], expected: size };
+  if (process.platform !== 'linux' || nice <= 0) return { threads: [], expected: size, batch: 0 };
   // ~25 ms of one core per job on this project's 2-core test VM; doubled while the jobs end too soon.
   let iterations = 50_000;
   for (let round = 0; round < 4; round++) {
@@ -89,7 +104,7 @@ export async function lowerThreadPoolPriority(nice: number, size = threadPoolSiz
         return false;
       }
     });
-    return { threads: lowered, expected: size };
+    return { threads: lowered, expected: size, batch: lowered.filter(setBatchPolicy).length };
   }
-  return { threads: [], expected: size };
+  return { threads: [], expected: size, batch: 0 };
 }

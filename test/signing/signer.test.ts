@@ -6,6 +6,7 @@ import { generateKeyPairSync, type KeyObject, verify, constants } from 'node:cry
 import { test } from 'node:test';
 import type { Algorithm } from '../../src/config.js';
 import { signer } from '../../src/keys/signer.js';
+import { SCHED_BATCH, SCHED_OTHER } from '../helpers/threads.js';
 
 const KEYS: Array<[Algorithm, { privateKey: KeyObject; publicKey: KeyObject }, string | null, object]> = [
   ['RS256', generateKeyPairSync('rsa', { modulusLength: 2048 }), 'sha256', {}],
@@ -34,7 +35,8 @@ test('a bad key fails that signature only', async () => {
 });
 
 // In a fresh process (this one's pool is shared with every other test): UV_THREADPOOL_SIZE=3, lowered to nice
-// 10, then 400 RSA signatures; the fixture reports each thread's nice value and CPU time during the signing.
+// 10 under SCHED_BATCH, then 400 RSA signatures; the fixture reports each thread's nice value, policy and CPU
+// time during the signing.
 test('the threads lowered at start-up are libuv pool threads, and they are the ones that sign', { skip: process.platform !== 'linux' }, () => {
   const run = spawnSync(process.execPath, ['--import', 'tsx', 'test/signing/fixtures/pool-priority.ts'], {
     env: { ...process.env, UV_THREADPOOL_SIZE: '3' },
@@ -42,14 +44,27 @@ test('the threads lowered at start-up are libuv pool threads, and they are the o
     timeout: 60_000,
   });
   assert.equal(run.status, 0, run.stderr);
-  const r = JSON.parse(run.stdout) as { pid: number; lowered: number[]; expected: number; threads: Array<{ tid: number; nice: number; cpuTicks: number }> };
+  const r = JSON.parse(run.stdout) as {
+    pid: number;
+    lowered: number[];
+    expected: number;
+    batch: number;
+    threads: Array<{ tid: number; nice: number; policy: number; cpuTicks: number }>;
+  };
   assert.equal(r.expected, 3);
   assert.equal(r.lowered.length, 3, 'three pool threads found');
   const byTid = new Map(r.threads.map((t) => [t.tid, t]));
-  for (const tid of r.lowered) assert.equal(byTid.get(tid)?.nice, 10, `thread ${tid} at nice 10`);
+  assert.equal(r.batch, 3, 'the three under SCHED_BATCH (needs util-linux chrt)');
+  for (const tid of r.lowered) {
+    assert.equal(byTid.get(tid)?.nice, 10, `thread ${tid} at nice 10`);
+    assert.equal(byTid.get(tid)?.policy, SCHED_BATCH, `thread ${tid} under SCHED_BATCH`);
+  }
   const others = r.threads.filter((t) => !r.lowered.includes(t.tid));
   assert.ok(others.some((t) => t.tid === r.pid), 'the main thread is listed');
-  for (const t of others) assert.equal(t.nice, 0, `thread ${t.tid} keeps the process priority`);
+  for (const t of others) {
+    assert.equal(t.nice, 0, `thread ${t.tid} keeps the process priority`);
+    assert.equal(t.policy, SCHED_OTHER, `thread ${t.tid} keeps the default policy`);
+  }
   const signing = r.threads.filter((t) => r.lowered.includes(t.tid)).reduce((a, t) => a + t.cpuTicks, 0);
   const rest = others.filter((t) => t.tid !== r.pid).reduce((a, t) => a + t.cpuTicks, 0);
   assert.ok(signing > 0 && signing >= 4 * rest, `the signatures ran on the lowered threads (${signing} ticks there, ${rest} on other helper threads)`);
