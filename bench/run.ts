@@ -94,6 +94,25 @@ async function startService(name: string, redis: RedisServer, env: Record<string
   return { name, proc, port, internalPort, base, internal: `http://127.0.0.1:${internalPort}` };
 }
 
+/**
+ * A service as a load target whose restart replaces its process in place (`svc` is updated, so later sections
+ * use the new process and ports).
+ */
+function serviceTarget(label: string, svc: Service, redis: RedisServer, env: Record<string, string>): LoadTarget {
+  return {
+    label,
+    pids: () => [svc.proc.pid],
+    get base() {
+      return svc.base;
+    },
+    redis,
+    async restart() {
+      await stop(svc.proc, 15_000);
+      Object.assign(svc, await startService(svc.name, redis, env));
+    },
+  };
+}
+
 function writeKeySetsFile(name: string, sets: Record<string, { alg: string }>): string {
   const file = join(OUT, name);
   writeFileSync(file, JSON.stringify({ keySets: sets }));
@@ -116,6 +135,8 @@ interface LoadTarget {
   pids: () => number[];
   base: string;
   redis?: RedisServer;
+  /** Replaces the target's process with a fresh one (section 1: a process per run; see `interleaved`). */
+  restart?: () => Promise<void>;
 }
 
 interface Run extends LoadResult {
@@ -176,8 +197,17 @@ function summarize(label: string, runs: Run[]): Summary {
   return summary;
 }
 
-/** Warms every target, then runs them interleaved `reps` times (A, B, C, A, B, C, ...). */
-async function interleaved(tool: Tool, cases: Array<{ key: string; target: LoadTarget; spec: Omit<LoadSpec, 'base'> }>, reps: number): Promise<Map<string, Summary>> {
+/**
+ * Warms every target, then runs them interleaved `reps` times (A, B, C, A, B, C, ...). With `fresh`, a target that
+ * can restart gets a fresh process (warmed again) before each run: one process for all runs keeps whatever bias its
+ * placement gives it (which core its threads share with the load generator) in every run of its configuration.
+ */
+async function interleaved(
+  tool: Tool,
+  cases: Array<{ key: string; target: LoadTarget; spec: Omit<LoadSpec, 'base'> }>,
+  reps: number,
+  { fresh = false } = {},
+): Promise<Map<string, Summary>> {
   for (const c of cases) {
     const warm = await measure(tool, c.target, { ...c.spec, durationS: P.warmS, countCodes: true });
     const codes = JSON.stringify(warm.codes ?? {});
@@ -186,6 +216,10 @@ async function interleaved(tool: Tool, cases: Array<{ key: string; target: LoadT
   const runs = new Map<string, Run[]>(cases.map((c) => [c.key, []]));
   for (let r = 0; r < reps; r++) {
     for (const c of cases) {
+      if (fresh && r > 0 && c.target.restart) {
+        await c.target.restart();
+        await measure(tool, c.target, { ...c.spec, durationS: P.warmS });
+      }
       const run = await measure(tool, c.target, c.spec);
       runs.get(c.key)!.push(run);
       log(`  ${c.key} #${r + 1}: ${Math.round(run.rps)} req/s p50 ${run.p50Ms.toFixed(2)} ms p99 ${run.p99Ms.toFixed(2)} ms cpu ${run.cpuUsPerReq.toFixed(1)} us/req errors ${run.errors}`);
@@ -390,17 +424,27 @@ async function main(): Promise<void> {
   const bodyFile = join(OUT, 'jwks.json');
   writeFileSync(bodyFile, jwksBody);
   const bareEnv = { ...process.env, PORT: String(await freePort()), BODY_FILE: bodyFile, ETAG: etag };
-  const bare = spawnLogged('bare-fastify', process.execPath, [join(BENCH, 'baselines', 'bare-fastify.mjs')], bareEnv, join(OUT, 'logs', 'bare-fastify.log'), ROOT);
+  const startBare = () => spawnLogged('bare-fastify', process.execPath, [join(BENCH, 'baselines', 'bare-fastify.mjs')], bareEnv, join(OUT, 'logs', 'bare-fastify.log'), ROOT);
+  let bare = startBare();
   const bareBase = `http://127.0.0.1:${bareEnv.PORT}`;
   await waitHttp(`${bareBase}/.well-known/jwks.json`, 15_000, bare);
   const nginx = await startNginx(bodyFile);
   results.notes.push(`JWKS body: ${jwksBody.length} bytes (key set rs256: an active and a next RSA-2048 key), ETag ${etag}.`);
 
   const T = {
-    full: { label: 'service', pids: () => [full.proc.pid], base: full.base, redis } as LoadTarget,
-    noRl: { label: 'service, rate limit off', pids: () => [noRl.proc.pid], base: noRl.base, redis } as LoadTarget,
-    quiet: { label: 'service, LOG_LEVEL=silent', pids: () => [quiet.proc.pid], base: quiet.base, redis } as LoadTarget,
-    bare: { label: 'bare Fastify', pids: () => [bare.pid], base: bareBase } as LoadTarget,
+    full: serviceTarget('service', full, redis, { KEY_SETS_FILE: keySetsFile }),
+    noRl: serviceTarget('service, rate limit off', noRl, redis, { KEY_SETS_FILE: keySetsFile, RATE_LIMIT_MAX: '0' }),
+    quiet: serviceTarget('service, LOG_LEVEL=silent', quiet, redis, { KEY_SETS_FILE: keySetsFile, LOG_LEVEL: 'silent' }),
+    bare: {
+      label: 'bare Fastify',
+      pids: () => [bare.pid],
+      base: bareBase,
+      async restart() {
+        await stop(bare);
+        bare = startBare();
+        await waitHttp(`${bareBase}/.well-known/jwks.json`, 15_000, bare);
+      },
+    } as LoadTarget,
     nginx: nginx ? ({ label: 'nginx', pids: () => nginx.workers(), base: nginx.base } as LoadTarget) : undefined,
   };
   const jwksPath = ['/.well-known/jwks.json'];
@@ -422,14 +466,14 @@ async function main(): Promise<void> {
         { key: 'service-log-silent', target: T.quiet, spec: ka },
         ...(T.nginx ? [{ key: 'nginx', target: T.nginx, spec: ka }] : []),
       ];
-      const kaRes = await interleaved(tool, kaCases, P.reps);
+      const kaRes = await interleaved(tool, kaCases, P.reps, { fresh: true });
       log('1. JWKS Connection: close');
       const closeCases = [
         { key: 'service', target: T.full, spec: close },
         { key: 'bare', target: T.bare, spec: close },
         ...(T.nginx ? [{ key: 'nginx', target: T.nginx, spec: close }] : []),
       ];
-      const closeRes = await interleaved(tool, closeCases, P.reps);
+      const closeRes = await interleaved(tool, closeCases, P.reps, { fresh: true });
       results.sections.jwks = { keepAlive: Object.fromEntries(kaRes), close: Object.fromEntries(closeRes) };
     }
 

@@ -182,7 +182,7 @@ export function renderResults(r: Results, notes?: string): string {
     out.push('## 1. JWKS: service vs bare Fastify vs nginx');
     out.push('');
     out.push(
-      `GET /.well-known/jwks.json, ${r.params.jwksConnections} connections, ${r.params.jwksS} s per run. CPU per request is the server process's user+system time (all threads; nginx: its worker) over the run, from /proc. ` +
+      `GET /.well-known/jwks.json, ${r.params.jwksConnections} connections, ${r.params.jwksS} s per run. CPU per request is the server process's user+system time (all threads; nginx: its worker) over the run, from /proc. Every run after the first starts the service configurations and bare Fastify afresh (then warms them for ${r.params.warmS} s), so that no process's placement on the cores biases all runs of its configuration; nginx keeps its process. ` +
         '"bare Fastify" is bench/baselines/bare-fastify.mjs: `Fastify()` (no logger, no plugins) with one route sending the same bytes and an ETag.',
     );
     for (const [title, set] of [['Keep-alive', jwks.keepAlive], ['Connection: close (a new TCP connection per request)', jwks.close]] as const) {
