@@ -11,7 +11,9 @@
 //         "nodeArgs": { "<name>": ["--cpu-prof", ...] },    per-side node flags (those NODE_OPTIONS refuses)
 //         "mode": "assertions" | "jwks" | "close" | "contention",
 //         "algs": ["ES256", "RS256"], "reps": 5, "s": 3,
-//         "bare": true }                                    adds bench/baselines/bare-fastify.mjs as a side, serving the
+//         "bare": true,
+//         "fresh": true }                                   a fresh process per side before every run after the first
+//                                                           (warmed 1 s), as section 1 of the suite does                                    adds bench/baselines/bare-fastify.mjs as a side, serving the
 //                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
@@ -35,6 +37,7 @@ interface Options {
   reps?: number;
   s?: number;
   bare?: boolean;
+  fresh?: boolean;
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -52,14 +55,25 @@ writeFileSync(keySetsFile, JSON.stringify({ keySets: Object.fromEntries(['RS256'
 
 const redis = await startRedis(await freePort(), OUT);
 await redis.flush();
-const services: Array<{ name: string; proc: Spawned; base: string; internal: string }> = [];
+interface Side {
+  name: string;
+  proc: Spawned;
+  base: string;
+  internal: string;
+  /** Starts the side's process again on the same ports and environment. */
+  start: () => Promise<Spawned>;
+}
+const services: Side[] = [];
 for (const [name, dist] of Object.entries(opts.dists)) {
   const [port, internalPort] = [await freePort(), await freePort()];
   const env = serviceEnv({ port, internalPort, redisUrl: redis.url, kek: KEK, apiToken: API_TOKEN }, { KEY_SETS_FILE: keySetsFile, ...(opts.env?.[name] ?? {}) });
-  const proc = spawnLogged(name, process.execPath, [...(opts.nodeArgs?.[name] ?? []), join(resolve(dist), 'server.js')], env, join(OUT, `${name}.log`));
   const base = `http://127.0.0.1:${port}`;
-  await waitHttp(`${base}/readyz`, 60_000, proc);
-  services.push({ name, proc, base, internal: `http://127.0.0.1:${internalPort}` });
+  const start = async () => {
+    const proc = spawnLogged(name, process.execPath, [...(opts.nodeArgs?.[name] ?? []), join(resolve(dist), 'server.js')], env, join(OUT, `${name}.log`));
+    await waitHttp(`${base}/readyz`, 60_000, proc);
+    return proc;
+  };
+  services.push({ name, proc: await start(), base, internal: `http://127.0.0.1:${internalPort}`, start });
 }
 if (opts.bare) {
   const answer = await fetch(`${services[0]!.base}/.well-known/jwks.json`);
@@ -67,10 +81,13 @@ if (opts.bare) {
   writeFileSync(bodyFile, Buffer.from(await answer.arrayBuffer()));
   const port = await freePort();
   const env = { ...process.env, PORT: String(port), BODY_FILE: bodyFile, ETAG: answer.headers.get('etag') ?? '"bench"' };
-  const proc = spawnLogged('bare', process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'baselines', 'bare-fastify.mjs')], env, join(OUT, 'bare.log'));
   const base = `http://127.0.0.1:${port}`;
-  await waitHttp(`${base}/.well-known/jwks.json`, 30_000, proc);
-  services.push({ name: 'bare', proc, base, internal: base });
+  const start = async () => {
+    const proc = spawnLogged('bare', process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'baselines', 'bare-fastify.mjs')], env, join(OUT, 'bare.log'));
+    await waitHttp(`${base}/.well-known/jwks.json`, 30_000, proc);
+    return proc;
+  };
+  services.push({ name: 'bare', proc: await start(), base, internal: base, start });
 }
 
 const signing = (svc: (typeof services)[number], alg: string, durationS: number): LoadSpec => ({
@@ -122,6 +139,11 @@ try {
     }
     for (let i = 0; i < reps; i++) {
       for (const svc of services) {
+        if (opts.fresh && i > 0) {
+          await stop(svc.proc, 15_000);
+          svc.proc = await svc.start();
+          await runLoad('wrk', spec(svc, 1));
+        }
         const cpu0 = cpuMicrosOf([svc.proc.pid]);
         const r = await runLoad('wrk', spec(svc, seconds));
         const run = runs.get(svc.name)!;
