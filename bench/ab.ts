@@ -11,10 +11,10 @@
 //         "nodeArgs": { "<name>": ["--cpu-prof", ...] },    per-side node flags (those NODE_OPTIONS refuses)
 //         "mode": "assertions" | "jwks" | "close" | "contention",
 //         "algs": ["ES256", "RS256"], "reps": 5, "s": 3,
-//         "bare": true,
-//         "fresh": true }                                   a fresh process per side before every run after the first
-//                                                           (warmed 1 s), as section 1 of the suite does                                    adds bench/baselines/bare-fastify.mjs as a side, serving the
+//         "bare": true,                                     adds bench/baselines/bare-fastify.mjs as a side, serving the
 //                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
+//         "fresh": true }                                   a fresh process per side before every run after the first
+//                                                           (warmed 1 s), as section 1 of the suite does
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { type LoadSpec, runLoad } from './lib/load.js';
 import { probe } from './lib/probe.js';
 import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, waitHttp } from './lib/procs.js';
+import { startBareFastify } from './lib/bare.js';
 import { startRedis } from './lib/redis.js';
 import { serviceEnv } from './lib/service-env.js';
 
@@ -80,13 +81,9 @@ if (opts.bare) {
   const bodyFile = join(OUT, 'jwks-body.json');
   writeFileSync(bodyFile, Buffer.from(await answer.arrayBuffer()));
   const port = await freePort();
-  const env = { ...process.env, PORT: String(port), BODY_FILE: bodyFile, ETAG: answer.headers.get('etag') ?? '"bench"' };
+  const etag = answer.headers.get('etag') ?? '"bench"';
   const base = `http://127.0.0.1:${port}`;
-  const start = async () => {
-    const proc = spawnLogged('bare', process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'baselines', 'bare-fastify.mjs')], env, join(OUT, 'bare.log'));
-    await waitHttp(`${base}/.well-known/jwks.json`, 30_000, proc);
-    return proc;
-  };
+  const start = () => startBareFastify({ port, bodyFile, etag, logFile: join(OUT, 'bare.log') });
   services.push({ name: 'bare', proc: await start(), base, internal: base, start });
 }
 

@@ -30,6 +30,7 @@ import {
   waitHttp,
 } from './lib/procs.js';
 import { IMAGE_ENV_TEXT, serviceEnv } from './lib/service-env.js';
+import { startBareFastify } from './lib/bare.js';
 import { type Probe, probe } from './lib/probe.js';
 import { type ProfileSummary, summarizeProfile } from './lib/profile.js';
 import { type RedisServer, startRedis, statsDelta, totalCommands } from './lib/redis.js';
@@ -423,11 +424,10 @@ async function main(): Promise<void> {
   const etag = jwksRes.headers.get('etag') ?? '';
   const bodyFile = join(OUT, 'jwks.json');
   writeFileSync(bodyFile, jwksBody);
-  const bareEnv = { ...process.env, PORT: String(await freePort()), BODY_FILE: bodyFile, ETAG: etag };
-  const startBare = () => spawnLogged('bare-fastify', process.execPath, [join(BENCH, 'baselines', 'bare-fastify.mjs')], bareEnv, join(OUT, 'logs', 'bare-fastify.log'), ROOT);
-  let bare = startBare();
-  const bareBase = `http://127.0.0.1:${bareEnv.PORT}`;
-  await waitHttp(`${bareBase}/.well-known/jwks.json`, 15_000, bare);
+  const barePort = await freePort();
+  const startBare = () => startBareFastify({ port: barePort, bodyFile, etag, logFile: join(OUT, 'logs', 'bare-fastify.log') });
+  let bare = await startBare();
+  const bareBase = `http://127.0.0.1:${barePort}`;
   const nginx = await startNginx(bodyFile);
   results.notes.push(`JWKS body: ${jwksBody.length} bytes (key set rs256: an active and a next RSA-2048 key), ETag ${etag}.`);
 
@@ -441,8 +441,7 @@ async function main(): Promise<void> {
       base: bareBase,
       async restart() {
         await stop(bare);
-        bare = startBare();
-        await waitHttp(`${bareBase}/.well-known/jwks.json`, 15_000, bare);
+        bare = await startBare();
       },
     } as LoadTarget,
     nginx: nginx ? ({ label: 'nginx', pids: () => nginx.workers(), base: nginx.base } as LoadTarget) : undefined,
