@@ -120,7 +120,7 @@ function profileSection(p: { name: string; summary: ProfileSummary }): string {
   return [
     `### Profile: ${p.name}`,
     '',
-    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the profiled thread (JWKS loads: the public port's thread; assertion loads: the main thread, which runs the internal API) out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. Node writes a profile per JavaScript thread; signatures run on libuv's thread pool (nice 10), which has no JavaScript and no profile. The profiler samples on a wall clock: time the thread spends waiting for a CPU (2 cores shared with the load generator and the signing threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client); the same-run CPU µs per request and the ablations are the better measure of cost.`,
+    `\`${s.file}\` (open in Chrome DevTools or speedscope): ${n0(s.busyMs)} ms of CPU on the profiled thread (JWKS loads: the public port's thread; assertion loads: the main thread, which runs the internal API) out of ${n0(s.totalMs)} ms sampled (the rest idle)${s.windowed ? ', counting only the samples taken during the measured load (start-up, warm-up and shutdown left out)' : ', the whole process life (start-up included: the measured window could not be isolated)'}. Shares are of the busy time. Node writes a profile per JavaScript thread; signatures run on libuv's thread pool (nice 10, SCHED_BATCH), which has no JavaScript and no profile. The profiler samples on a wall clock: time the thread spends waiting for a CPU (2 cores shared with the load generator and the signing threads) is charged to the frame it resumes in, which inflates \`writev\` (each response wakes the client); the same-run CPU µs per request and the ablations are the better measure of cost.`,
     '',
     'Self time by component:',
     '',
@@ -173,7 +173,7 @@ export function renderResults(r: Results, notes?: string): string {
       '`LOG_LEVEL=info` (production default; logs go to a file under bench/out/logs), `NODE_ENV=production`, rate limiting on with `RATE_LIMIT_MAX=10000000` ' +
       '(the limiter counts every request; one client address never reaches the limit), four key sets rs256 (default), ps256, es256, eddsa. ' +
       'The public port runs in its own worker thread (PUBLIC_SERVER_THREAD=true, the default; src/public-thread.ts) unless a row says otherwise. ' +
-      'Metrics are on, as always in the service (prom-client: every response counted, on the public port by its thread, which sends the counts to the main thread every second; a signing histogram); /metrics is not scraped during the runs. Signatures run on libuv\'s thread pool (node:crypto\'s callback `sign()`, 4 threads lowered to nice 10 at start-up; src/keys/signer.ts, SIGNING_NICE).',
+      'Metrics are on, as always in the service (prom-client: every response counted, on the public port by its thread, which sends the counts to the main thread every second; a signing histogram); /metrics is not scraped during the runs. Signatures run on libuv\'s thread pool (node:crypto\'s callback `sign()`, 4 threads lowered to nice 10 under SCHED_BATCH at start-up; src/keys/signer.ts, src/keys/thread-pool-priority.ts, SIGNING_NICE).',
   );
   out.push('');
 
@@ -240,7 +240,7 @@ export function renderResults(r: Results, notes?: string): string {
       `POST /v1/assertions (bearer token, JSON body with client_id, audience, key_set), ${r.params.signConnections} connections, ${r.params.signS} s per run, ` +
         `vs bench/baselines/raw-sign.mjs: node:crypto's callback \`sign()\` (what the service calls; src/keys/signer.ts) with the **same private key** (read from Redis and decrypted with the service's modules), ` +
         `the same signing input bytes (taken from a real assertion), ${r.params.signConnections} signatures in flight, on the same libuv pool (UV_THREADPOOL_SIZE ${r.params.threadpool}). ` +
-        'The HTTP side also pays for the load generator on the same 2 cores, and its pool threads run at nice 10 (SIGNING_NICE); the raw side has no client and runs at nice 0.',
+        'The HTTP side also pays for the load generator on the same 2 cores, and its pool threads run at nice 10 under SCHED_BATCH (SIGNING_NICE); the raw side has no client and runs at nice 0 under SCHED_OTHER.',
     );
     out.push('');
     out.push(
