@@ -13,8 +13,10 @@
 //         "algs": ["ES256", "RS256"], "reps": 5, "s": 3,
 //         "bare": true,                                     adds bench/baselines/bare-fastify.mjs as a side, serving the
 //                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
-//         "fresh": true }                                   a fresh process per side before every run after the first
+//         "fresh": true,                                    a fresh process per side before every run after the first
 //                                                           (warmed 1 s), as section 1 of the suite does
+//         "threads": true }                                 also prints, per side, each thread's CPU and run-queue wait
+//                                                           in µs per request (summed over the runs; from schedstat)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
@@ -24,7 +26,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type LoadSpec, runLoad } from './lib/load.js';
 import { probe } from './lib/probe.js';
-import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, waitHttp } from './lib/procs.js';
+import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, threadTimes, waitHttp } from './lib/procs.js';
 import { startBareFastify } from './lib/bare.js';
 import { startRedis } from './lib/redis.js';
 import { serviceEnv } from './lib/service-env.js';
@@ -39,6 +41,7 @@ interface Options {
   s?: number;
   bare?: boolean;
   fresh?: boolean;
+  threads?: boolean;
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -130,6 +133,8 @@ try {
     }
     const spec = (svc: (typeof services)[number], durationS: number) => (mode === 'assertions' ? signing(svc, alg, durationS) : jwks(svc, durationS));
     const runs = new Map(services.map((s) => [s.name, { rps: [] as number[], cpu: [] as number[], p99: [] as number[], errors: 0 }]));
+    // Per side: thread label -> summed CPU and wait (ns), and the requests they served.
+    const threads = new Map(services.map((s) => [s.name, { requests: 0, byThread: new Map<string, { cpuNs: number; waitNs: number }>() }]));
     for (const svc of services) {
       const warm = await runLoad('wrk', { ...spec(svc, 1), countCodes: true });
       console.log(`warm ${svc.name} ${alg}: ${Math.round(warm.rps)}/s, codes ${JSON.stringify(warm.codes)}`);
@@ -142,7 +147,21 @@ try {
           await runLoad('wrk', spec(svc, 1));
         }
         const cpu0 = cpuMicrosOf([svc.proc.pid]);
+        const t0 = opts.threads ? threadTimes(svc.proc.pid) : undefined;
         const r = await runLoad('wrk', spec(svc, seconds));
+        if (t0) {
+          const side = threads.get(svc.name)!;
+          side.requests += r.requests;
+          for (const [tid, now] of threadTimes(svc.proc.pid)) {
+            const before = t0.get(tid) ?? { cpuNs: 0, waitNs: 0 };
+            // Threads are told apart by name; the main thread's id is the process id.
+            const label = tid === svc.proc.pid ? 'main' : now.comm;
+            const sum = side.byThread.get(label) ?? { cpuNs: 0, waitNs: 0 };
+            sum.cpuNs += now.cpuNs - before.cpuNs;
+            sum.waitNs += now.waitNs - before.waitNs;
+            side.byThread.set(label, sum);
+          }
+        }
         const run = runs.get(svc.name)!;
         run.rps.push(r.rps);
         run.p99.push(r.p99Ms);
@@ -150,6 +169,11 @@ try {
         run.errors += r.errors;
       }
       console.log(`${alg} #${i + 1}: ${[...runs].map(([n, v]) => `${n} ${Math.round(v.rps.at(-1)!)}/s (${v.cpu.at(-1)!.toFixed(0)} us, p99 ${v.p99.at(-1)!.toFixed(1)} ms)`).join('  ')}`);
+    }
+    for (const [name, side] of opts.threads ? threads : []) {
+      const rows = [...side.byThread].filter(([, t]) => t.cpuNs > 0).sort((a, b) => b[1].cpuNs - a[1].cpuNs);
+      const us = (ns: number) => (ns / 1000 / Math.max(1, side.requests)).toFixed(1);
+      console.log(`${alg} ${name} threads, µs per request (CPU / waiting for a CPU): ${rows.map(([label, t]) => `${label} ${us(t.cpuNs)} / ${us(t.waitNs)}`).join(', ')}`);
     }
     const [first] = runs.values();
     console.log(

@@ -86,6 +86,26 @@ export function cpuMicros(pid: number): number {
   }
 }
 
+/** Per thread of a process: its name, time on a CPU and time waiting for one (ns, /proc/<pid>/task/<tid>/schedstat). */
+export function threadTimes(pid: number): Map<number, { comm: string; cpuNs: number; waitNs: number }> {
+  const out = new Map<number, { comm: string; cpuNs: number; waitNs: number }>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const [cpu, wait] = readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ');
+      out.set(Number(tid), { comm: readFileSync(`/proc/${pid}/task/${tid}/comm`, 'utf8').trim(), cpuNs: Number(cpu), waitNs: Number(wait) });
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
 export function cpuMicrosOf(pids: number[]): number {
   return pids.reduce((sum, pid) => sum + cpuMicros(pid), 0);
 }
