@@ -74,7 +74,7 @@ function createStore(config: Config, logger: Logger): { store: KeyStore; auditSi
     client,
     store: createRedisKeyStore({ client, subscriber, prefix: config.redisKeyPrefix, logger }),
     // One stream for every replica, so GET /v1/audit shows what all of them did.
-    auditSink: createRedisAuditSink(client, `${config.redisKeyPrefix}audit`, config.auditMaxEntries),
+    auditSink: createRedisAuditSink(client, `${config.redisKeyPrefix}audit`, config.auditMaxEntries, { minIntervalMs: config.auditFlushIntervalMs }),
   };
 }
 

@@ -75,22 +75,28 @@ interface ScriptedClient {
 }
 
 /**
- * Entries are written in batches: whatever arrived while the previous batch was in flight (at most `maxBatch`
- * per command), else at the end of the current turn of the event loop. One command and round trip per
- * signature cost 12-16% of the signing event loop. A timed batch (every 50 ms) would reorder the entries of
- * replicas that sign one after the other; this way a batch never waits for more than one round trip. A read
- * waits for this replica's buffered entries first.
+ * Entries are written in batches, one command each (at most `maxBatch` entries), never two at once: a batch
+ * goes at the end of the current turn of the event loop, or `minIntervalMs` after the previous one was sent if
+ * that is later; what arrives meanwhile waits for the next. A quiet replica so writes each entry at once, and a
+ * busy one sends at most one command per interval: at one batch per turn, batches held ~1.3 entries under load
+ * and the round trips cost ~10% of RS256 assertions/s (bench/NOTES.md). Entries of one replica keep their order;
+ * entries of different replicas are ordered by arrival, which a batch can delay by up to the interval (their
+ * `time` is when they were signed). A read or close first writes everything appended before it.
  */
-export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number, { maxBatch = 100 } = {}): AuditSink {
+export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number, { maxBatch = 100, minIntervalMs = 0 } = {}): AuditSink {
   client.defineCommand('jwksAuditAppend', { numberOfKeys: 1, lua: APPEND_SCRIPT });
   const scripted = client as unknown as ScriptedClient;
   let buffer: Array<{ entry: StoredAuditEntry; onError: ((err: Error) => void) | undefined }> = [];
   let inFlight: Promise<void> | undefined;
-  let scheduled = false;
+  let timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
+  let lastSentAt = -Infinity;
+  let appended = 0;
+  let taken = 0;
 
   function write(): Promise<void> {
     const batch = buffer.slice(0, maxBatch);
     buffer = buffer.slice(batch.length);
+    taken += batch.length;
     const entries = batch.map(({ entry }) => {
       const { id: _id, ...fields } = entry;
       return JSON.stringify(fields);
@@ -101,32 +107,48 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
     );
   }
 
-  /** Writes batches until the buffer is empty; resolves when everything appended so far is written or failed. */
-  function drain(): Promise<void> {
-    scheduled = false;
-    if (inFlight) return inFlight;
-    if (buffer.length === 0) return Promise.resolve();
-    inFlight = (async () => {
-      while (buffer.length > 0) await write();
-    })().finally(() => {
+  function send(): Promise<void> {
+    if (timer) {
+      if ('refresh' in timer) clearTimeout(timer);
+      else clearImmediate(timer);
+      timer = undefined;
+    }
+    lastSentAt = performance.now();
+    const sent = write().finally(() => {
       inFlight = undefined;
-      // Appended between the loop's last check and now: they saw a batch in flight and did not schedule one.
-      if (buffer.length > 0) void drain();
+      schedule();
     });
-    return inFlight;
+    inFlight = sent;
+    return sent;
+  }
+
+  function fire(): void {
+    timer = undefined;
+    if (!inFlight && buffer.length > 0) void send();
+  }
+
+  function schedule(): void {
+    if (inFlight || timer || buffer.length === 0) return;
+    const wait = lastSentAt + minIntervalMs - performance.now();
+    timer = wait > 0 ? setTimeout(fire, wait) : setImmediate(fire);
+  }
+
+  /** Writes, without waiting for the interval, every entry appended before the call. */
+  async function flush(): Promise<void> {
+    const target = appended;
+    while (taken < target) await (inFlight ?? send());
+    if (inFlight) await inFlight;
   }
 
   return {
     append(entry, onError) {
       buffer.push({ entry, onError });
-      if (!inFlight && !scheduled) {
-        scheduled = true;
-        setImmediate(drain);
-      }
+      appended += 1;
+      schedule();
     },
-    close: drain,
+    close: flush,
     async read(count, before) {
-      await drain();
+      await flush();
       const end = before === undefined ? '+' : `(${before}`;
       const rows = await client.xrevrange(key, end, '-', 'COUNT', count);
       return rows.map(([id, fields]) => ({ ...(JSON.parse(fields[1] ?? '{}') as AuditEntry), id }) as StoredAuditEntry);

@@ -167,6 +167,8 @@ export interface Config {
   connectionLimits: { requestTimeoutMs: number; keepAliveTimeoutMs: number; connectionTimeoutMs: number; maxHeaderSize: number };
   /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
   auditMaxEntries: number;
+  /** Least time between two audit batches written to Redis by one replica (0: one per turn of the event loop). */
+  auditFlushIntervalMs: number;
   /** Failed internal API authentications allowed per client address per window, before 429s. */
   authFailureLimit: { max: number; windowMs: number };
   broker: BrokerConfig;
@@ -215,16 +217,17 @@ function bool(env: Env, name: string, fallback: boolean): boolean {
   throw new ConfigError(name, `must be true or false, got "${raw}"`);
 }
 
-function duration(variable: string, raw: string | number | undefined, fallbackMs: number, minMs = 0): number {
+function duration(variable: string, raw: string | number | undefined, fallbackMs: number, minMs = 0, maxMs = Infinity): number {
   if (raw === undefined) return fallbackMs;
   const ms = parseDuration(raw);
   if (ms === undefined) throw new ConfigError(variable, `is not a duration (use e.g. 90s, 15m, 24h, 30d), got "${raw}"`);
   if (ms < minMs) throw new ConfigError(variable, `must be at least ${formatDuration(minMs)}, got ${formatDuration(ms)}`);
+  if (ms > maxMs) throw new ConfigError(variable, `must be at most ${formatDuration(maxMs)}, got ${formatDuration(ms)}`);
   return ms;
 }
 
-function envDuration(env: Env, name: string, fallbackMs: number, minMs = 0): number {
-  return duration(name, optional(env, name), fallbackMs, minMs);
+function envDuration(env: Env, name: string, fallbackMs: number, minMs = 0, maxMs = Infinity): number {
+  return duration(name, optional(env, name), fallbackMs, minMs, maxMs);
 }
 
 function readStructuredFile<T extends TSchema>(variable: string, path: string, schema: T): Static<T> {
@@ -538,6 +541,7 @@ export function loadConfig(env: Env = process.env): Config {
     defaultKeySet,
     ...buildClients(env, keySets, internalRateLimit(env)),
     auditMaxEntries: int(env, 'AUDIT_MAX_ENTRIES', 100_000, 100, 100_000_000),
+    auditFlushIntervalMs: envDuration(env, 'AUDIT_FLUSH_INTERVAL', 5, 0, 1000),
     authFailureLimit: {
       max: int(env, 'AUTH_FAILURE_LIMIT', 10, 1, 1_000_000),
       windowMs: envDuration(env, 'AUTH_FAILURE_WINDOW', 60_000, 1000),

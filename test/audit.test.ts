@@ -118,3 +118,38 @@ test('audit on Redis: 250 entries appended in one turn (3 batches) are all writt
   await failing.close!();
   assert.deepEqual(failed, [0, 1, 2]);
 });
+
+test('audit on Redis: a batch waits for the flush interval after the previous one; a read or close writes at once, in order', { timeout: 20_000 }, async (t) => {
+  const { startRedis } = await import('./helpers/redis.js');
+  const { createRedisAuditSink } = await import('../src/audit.js');
+  const redis = await startRedis();
+  t.after(() => redis.close());
+  // The script's first run is an EVAL (after EVALSHA's NOSCRIPT), later ones EVALSHA.
+  const scriptRuns = async () => {
+    const stats = await redis.client.info('commandstats');
+    return ['eval', 'evalsha'].reduce((sum, name) => sum + Number(new RegExp(`cmdstat_${name}:calls=(\\d+)`).exec(stats)?.[1] ?? 0), 0);
+  };
+  // An interval no test run reaches: whatever is written after the first batch was written by a read or close.
+  const sink = createRedisAuditSink(redis.client, 'audit-interval', 1000, { minIntervalMs: 600_000 });
+  await redis.client.config('RESETSTAT');
+  sink.append({ event: 'sign', n: 0, id: 'x-0', time: 't' });
+  for (let i = 0; i < 100 && (await redis.client.xlen('audit-interval')) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  assert.equal(await redis.client.xlen('audit-interval'), 1, 'the first entry of a quiet sink is written at once');
+  for (let i = 1; i <= 3; i++) sink.append({ event: 'sign', n: i, id: `x-${i}`, time: 't' });
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(await redis.client.xlen('audit-interval'), 1, 'later entries wait for the interval');
+  const read = await sink.read(10);
+  assert.deepEqual(
+    read.map((entry) => entry.n),
+    [3, 2, 1, 0],
+    'a read writes what is buffered first',
+  );
+  assert.equal(await scriptRuns(), 2, 'the three waiting entries went in one batch');
+  sink.append({ event: 'sign', n: 4, id: 'x-4', time: 't' });
+  await sink.close!();
+  const rows = await redis.client.xrange('audit-interval', '-', '+');
+  assert.deepEqual(
+    rows.map(([, fields]) => JSON.parse(fields[1]!).n),
+    [0, 1, 2, 3, 4],
+  );
+});

@@ -52,6 +52,9 @@ test('defaults: embedded store, one RS256 set that satisfies CONSUMERS.md rules 
   assert.ok(config.devApiToken && config.devApiToken.length >= 40);
   assert.equal(config.clients.length, 1);
   assert.equal(config.signingNice, 10);
+  assert.equal(config.auditFlushIntervalMs, 5);
+  assert.equal(loadConfig({ AUDIT_FLUSH_INTERVAL: '0' }).auditFlushIntervalMs, 0);
+  assert.equal(loadConfig({ AUDIT_FLUSH_INTERVAL: '20ms' }).auditFlushIntervalMs, 20);
   assert.ok(config.jwks.maxAgeMs < set.prepublishPeriodMs);
 });
 
@@ -76,6 +79,8 @@ test('bad values stop start-up with an error naming the variable', () => {
   failsOn({ MAX_HEADER_SIZE: '100' }, 'MAX_HEADER_SIZE');
   failsOn({ SIGNING_NICE: '20' }, 'SIGNING_NICE');
   failsOn({ SIGNING_NICE: '-5' }, 'SIGNING_NICE');
+  failsOn({ AUDIT_FLUSH_INTERVAL: '2s' }, 'AUDIT_FLUSH_INTERVAL');
+  failsOn({ AUDIT_FLUSH_INTERVAL: 'often' }, 'AUDIT_FLUSH_INTERVAL');
   failsOn({ JWKS_CONTENT_TYPE: 'text/plain' }, 'JWKS_CONTENT_TYPE');
   failsOn({ API_TOKEN_SHA256: 'not-a-hash' }, 'API_TOKEN_SHA256');
   failsOn({ KEY_SETS_FILE: join(dir, 'missing.yaml') }, 'KEY_SETS_FILE');
