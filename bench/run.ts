@@ -517,26 +517,46 @@ async function main(): Promise<void> {
           connections: SIGN_CONNECTIONS,
           durationS: P.signS,
         };
-        const target: LoadTarget = { label: 'service', pids: () => [full.proc.pid], base: full.internal, redis };
+        // Internal-port views of T.full and T.quiet: a restart replaces `full` or `quiet` in place (new ports).
+        const internalOf = (label: string, svc: Service, outer: LoadTarget): LoadTarget => ({
+          label,
+          pids: () => [svc.proc.pid],
+          get base() {
+            return svc.internal;
+          },
+          redis,
+          restart: outer.restart!,
+        });
+        const target = internalOf('service', full, T.full);
         // Logging ablation (the same service with LOG_LEVEL=silent) for RS256 and ES256.
-        const quietTarget: LoadTarget | undefined = alg === 'RS256' || alg === 'ES256' ? { label: 'service, LOG_LEVEL=silent', pids: () => [quiet.proc.pid], base: quiet.internal, redis } : undefined;
+        const quietTarget = alg === 'RS256' || alg === 'ES256' ? internalOf('service, LOG_LEVEL=silent', quiet, T.quiet) : undefined;
         await measure(tool, target, { ...spec, durationS: P.warmS });
         if (quietTarget) await measure(tool, quietTarget, { ...spec, durationS: P.warmS });
         await rawSign(keyFile, alg, signingInput, SIGN_CONNECTIONS, P.warmS);
         // The HTTP floor (ES256: the cheapest signature): the bare Fastify baseline's JSON POST route, same body.
-        const floorTarget: LoadTarget | undefined = alg === 'ES256' ? { label: 'bare Fastify JSON POST', pids: () => [bare.pid], base: bareBase } : undefined;
+        const floorTarget: LoadTarget | undefined = alg === 'ES256' ? { label: 'bare Fastify JSON POST', pids: () => [bare.pid], base: bareBase, restart: T.bare.restart! } : undefined;
         if (floorTarget) await measure(tool, floorTarget, { ...spec, durationS: P.warmS });
         const http: Run[] = [];
         const silent: Run[] = [];
         const floor: Run[] = [];
         const raw: Array<{ rate: number; cpuUsPerOp: number }> = [];
+        // As in section 1, a fresh process for each run after the first, warmed again (raw-sign.mjs is a new
+        // process per run anyway).
+        const fresh = async (t: LoadTarget | undefined) => {
+          if (!t) return;
+          await t.restart!();
+          await measure(tool, t, { ...spec, durationS: P.warmS });
+        };
         for (let r = 0; r < P.reps; r++) {
+          if (r > 0) await fresh(target);
           const h = await measure(tool, target, spec);
           http.push(h);
           const w = await rawSign(keyFile, alg, signingInput, SIGN_CONNECTIONS, P.signS);
           raw.push(w);
+          if (r > 0) await fresh(quietTarget);
           const q = quietTarget ? await measure(tool, quietTarget, spec) : undefined;
           if (q) silent.push(q);
+          if (r > 0) await fresh(floorTarget);
           const f = floorTarget ? await measure(tool, floorTarget, spec) : undefined;
           if (f) floor.push(f);
           log(

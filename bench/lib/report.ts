@@ -240,7 +240,8 @@ export function renderResults(r: Results, notes?: string): string {
       `POST /v1/assertions (bearer token, JSON body with client_id, audience, key_set), ${r.params.signConnections} connections, ${r.params.signS} s per run, ` +
         `vs bench/baselines/raw-sign.mjs: node:crypto's callback \`sign()\` (what the service calls; src/keys/signer.ts) with the **same private key** (read from Redis and decrypted with the service's modules), ` +
         `the same signing input bytes (taken from a real assertion), ${r.params.signConnections} signatures in flight, on the same libuv pool (UV_THREADPOOL_SIZE ${r.params.threadpool}). ` +
-        'The HTTP side also pays for the load generator on the same 2 cores, and its pool threads run at nice 10 under SCHED_BATCH (SIGNING_NICE); the raw side has no client and runs at nice 0 under SCHED_OTHER.',
+        'The HTTP side also pays for the load generator on the same 2 cores, and its pool threads run at nice 10 under SCHED_BATCH (SIGNING_NICE); the raw side has no client and runs at nice 0 under SCHED_OTHER. ' +
+        `Runs are interleaved (service, raw, and for ES256 the HTTP floor; RS256 and ES256 also the LOG_LEVEL=silent service); every run after the first starts each side afresh (raw-sign.mjs is a new process per run; the services and bare Fastify are restarted and warmed for ${r.params.warmS} s).`,
     );
     out.push('');
     out.push(
