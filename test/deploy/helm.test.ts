@@ -375,6 +375,7 @@ test('ingress-on: routes only the public JWKS paths of each host, with TLS', { s
   assert.equal(env.get('API_TOKEN_SHA256'), undefined);
   assert.equal(envValue(env, 'TRUST_PROXY'), '10.0.0.0/8');
   assert.equal(envValue(env, 'RATE_LIMIT_MAX'), '2400');
+  assert.equal(envValue(env, 'AUDIT_FLUSH_INTERVAL'), '20ms');
 });
 
 test('hpa-on: an HPA instead of a replica count, a ServiceMonitor on the internal port', { skip }, () => {
