@@ -7,17 +7,23 @@ import { createServer } from 'node:net';
  * test: it is picked below the ephemeral range (ip_local_port_range), which listen(0) draws from. A port taken
  * from that range and closed at once could go to the next server started on port 0 (an oidc-provider, a fake
  * token endpoint) before the test binds it.
+ * `withOffset`: port + withOffset must be free and below that range too (a Redis Cluster node also listens on
+ * its port + 10000, the cluster bus; inside the ephemeral range an outgoing connection can hold it).
  */
-export async function freePort(): Promise<number> {
+export async function freePort({ withOffset = 0 } = {}): Promise<number> {
   const lowestEphemeral = ephemeralRangeStart();
   const floor = 10_000;
-  for (let attempt = 0; attempt < 50 && lowestEphemeral > floor; attempt++) {
-    const candidate = floor + Math.floor(Math.random() * (lowestEphemeral - floor));
+  const top = lowestEphemeral - withOffset;
+  for (let attempt = 0; attempt < 50 && top > floor; attempt++) {
+    const candidate = floor + Math.floor(Math.random() * (top - floor));
+    const ports = withOffset ? [candidate, candidate + withOffset] : [candidate];
     // Not one this process was already given (it may not be bound yet).
-    if (handedOut.has(candidate) || !(await canListen(candidate))) continue;
-    handedOut.add(candidate);
+    if (ports.some((p) => handedOut.has(p))) continue;
+    if (!(await canListen(candidate)) || (withOffset && !(await canListen(candidate + withOffset)))) continue;
+    for (const p of ports) handedOut.add(p);
     return candidate;
   }
+  if (withOffset) throw new Error(`no free loopback port p with p + ${withOffset} also free below the ephemeral range (${lowestEphemeral})`);
   return listenOnce(0);
 }
 

@@ -311,7 +311,8 @@ export async function startCluster(): Promise<ClusterSetup> {
 
   try {
     for (let i = 0; i < 3; i++) {
-      const port = await freePort();
+      // The node's cluster bus listens on port + 10000.
+      const port = await freePort({ withOffset: 10_000 });
       const nodeDir = join(dir, `node-${port}`);
       mkdirSync(nodeDir);
       const args = ['--port', String(port), '--bind', HOST, '--save', '', '--appendonly', 'no', '--dir', nodeDir];
