@@ -77,7 +77,7 @@ interface ScriptedClient {
 /**
  * Entries are written in batches, one command each (at most `maxBatch` entries), never two at once: a batch
  * goes at the end of the current turn of the event loop, or `minIntervalMs` after the previous one was sent if
- * that is later; what arrives meanwhile waits for the next. A quiet replica so writes each entry at once, and a
+ * that is later (a full batch does not wait); what arrives meanwhile waits for the next. A quiet replica so writes each entry at once, and a
  * busy one sends at most one command per interval: at one batch per turn, batches held ~1.3 entries under load
  * and the round trips cost ~10% of RS256 assertions/s (bench/NOTES.md). Entries of one replica keep their order;
  * entries of different replicas are ordered by arrival, which a batch can delay by up to the interval (their
@@ -129,8 +129,10 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
 
   function schedule(): void {
     if (inFlight || timer || buffer.length === 0) return;
-    const wait = lastSentAt + minIntervalMs - performance.now();
-    timer = wait > 0 ? setTimeout(fire, wait) : setImmediate(fire);
+    // A full batch waiting goes at once: the interval must not cap how many entries a replica can write.
+    const wait = buffer.length >= maxBatch ? 0 : lastSentAt + minIntervalMs - performance.now();
+    // Unref'd: a waiting batch does not keep a finished process alive; close() writes it.
+    timer = wait > 0 ? setTimeout(fire, wait).unref() : setImmediate(fire);
   }
 
   /** Writes, without waiting for the interval, every entry appended before the call. */

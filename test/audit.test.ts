@@ -119,7 +119,7 @@ test('audit on Redis: 250 entries appended in one turn (3 batches) are all writt
   assert.deepEqual(failed, [0, 1, 2]);
 });
 
-test('audit on Redis: a batch waits for the flush interval after the previous one; a read or close writes at once, in order', { timeout: 20_000 }, async (t) => {
+test('audit on Redis: a batch waits for the flush interval after the previous one, unless it is full; a read or close writes at once, in order', { timeout: 20_000 }, async (t) => {
   const { startRedis } = await import('./helpers/redis.js');
   const { createRedisAuditSink } = await import('../src/audit.js');
   const redis = await startRedis();
@@ -152,4 +152,14 @@ test('audit on Redis: a batch waits for the flush interval after the previous on
     rows.map(([, fields]) => JSON.parse(fields[1]!).n),
     [0, 1, 2, 3, 4],
   );
+
+  // Full batches do not wait for the interval: 250 entries with maxBatch 100 go as 100 + 100 at once, and the
+  // last 50 wait.
+  const busy = createRedisAuditSink(redis.client, 'audit-busy', 1000, { maxBatch: 100, minIntervalMs: 600_000 });
+  for (let i = 0; i < 250; i++) busy.append({ event: 'sign', n: i, id: `b-${i}`, time: 't' });
+  for (let i = 0; i < 100 && (await redis.client.xlen('audit-busy')) < 200; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  assert.equal(await redis.client.xlen('audit-busy'), 200, 'two full batches written at once, the rest waits');
+  await busy.close!();
+  assert.equal(await redis.client.xlen('audit-busy'), 250);
 });
