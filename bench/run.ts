@@ -198,6 +198,13 @@ function summarize(label: string, runs: Run[]): Summary {
   return summary;
 }
 
+/** Replaces the target's process with a fresh one (if it can restart) and warms it for P.warmS with `spec`. */
+async function restartWarm(tool: Tool, target: LoadTarget | undefined, spec: Omit<LoadSpec, 'base'>): Promise<void> {
+  if (!target?.restart) return;
+  await target.restart();
+  await measure(tool, target, { ...spec, durationS: P.warmS });
+}
+
 /**
  * Warms every target, then runs them interleaved `reps` times (A, B, C, A, B, C, ...). With `fresh`, a target that
  * can restart gets a fresh process (warmed again) before each run: one process for all runs keeps whatever bias its
@@ -217,10 +224,7 @@ async function interleaved(
   const runs = new Map<string, Run[]>(cases.map((c) => [c.key, []]));
   for (let r = 0; r < reps; r++) {
     for (const c of cases) {
-      if (fresh && r > 0 && c.target.restart) {
-        await c.target.restart();
-        await measure(tool, c.target, { ...c.spec, durationS: P.warmS });
-      }
+      if (fresh && r > 0) await restartWarm(tool, c.target, c.spec);
       const run = await measure(tool, c.target, c.spec);
       runs.get(c.key)!.push(run);
       log(`  ${c.key} #${r + 1}: ${Math.round(run.rps)} req/s p50 ${run.p50Ms.toFixed(2)} ms p99 ${run.p99Ms.toFixed(2)} ms cpu ${run.cpuUsPerReq.toFixed(1)} us/req errors ${run.errors}`);
@@ -542,21 +546,16 @@ async function main(): Promise<void> {
         const raw: Array<{ rate: number; cpuUsPerOp: number }> = [];
         // As in section 1, a fresh process for each run after the first, warmed again (raw-sign.mjs is a new
         // process per run anyway).
-        const fresh = async (t: LoadTarget | undefined) => {
-          if (!t) return;
-          await t.restart!();
-          await measure(tool, t, { ...spec, durationS: P.warmS });
-        };
         for (let r = 0; r < P.reps; r++) {
-          if (r > 0) await fresh(target);
+          if (r > 0) await restartWarm(tool, target, spec);
           const h = await measure(tool, target, spec);
           http.push(h);
           const w = await rawSign(keyFile, alg, signingInput, SIGN_CONNECTIONS, P.signS);
           raw.push(w);
-          if (r > 0) await fresh(quietTarget);
+          if (r > 0) await restartWarm(tool, quietTarget, spec);
           const q = quietTarget ? await measure(tool, quietTarget, spec) : undefined;
           if (q) silent.push(q);
-          if (r > 0) await fresh(floorTarget);
+          if (r > 0) await restartWarm(tool, floorTarget, spec);
           const f = floorTarget ? await measure(tool, floorTarget, spec) : undefined;
           if (f) floor.push(f);
           log(
