@@ -75,13 +75,14 @@ interface ScriptedClient {
 }
 
 /**
- * Entries are written in batches, one command each (at most `maxBatch` entries), never two at once: a batch
- * goes at the end of the current turn of the event loop, or `minIntervalMs` after the previous one was sent if
- * that is later (a full batch does not wait); what arrives meanwhile waits for the next. A quiet replica so writes each entry at once, and a
- * busy one sends at most one command per interval: at one batch per turn, batches held ~1.3 entries under load
- * and the round trips cost ~10% of RS256 assertions/s (bench/NOTES.md). Entries of one replica keep their order;
- * entries of different replicas are ordered by arrival, which a batch can delay by up to the interval (their
- * `time` is when they were signed). A read or close first writes everything appended before it.
+ * Entries are written in batches, one command each (at most `maxBatch` entries), never two at once. A batch goes
+ * at the end of the current turn of the event loop, or `minIntervalMs` after the previous one was sent if that is
+ * later, unless `maxBatch` entries are waiting; what arrives meanwhile waits for the next. So a quiet replica
+ * writes each entry at once and a busy one about one command per interval: at one batch per turn, batches held
+ * ~1.3 entries under RS256 load and their round trips cost ~10% of the assertions/s (bench/NOTES.md). Entries of
+ * one replica keep their order; entries of different replicas are ordered by arrival, which a batch can delay by
+ * up to the interval (their `time` is when they were recorded). A read or close first writes everything
+ * appended before it.
  */
 export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLength: number, { maxBatch = 100, minIntervalMs = 0 } = {}): AuditSink {
   client.defineCommand('jwksAuditAppend', { numberOfKeys: 1, lua: APPEND_SCRIPT });
