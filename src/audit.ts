@@ -91,7 +91,7 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
   let inFlight: Promise<void> | undefined;
   let timer: NodeJS.Timeout | NodeJS.Immediate | undefined;
   let lastSentAt = -Infinity;
-  let appended = 0;
+  /** Entries handed to a batch so far: with the buffer's length, how far a flush must go. */
   let taken = 0;
 
   function write(): Promise<void> {
@@ -138,7 +138,7 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
 
   /** Writes, without waiting for the interval, every entry appended before the call. */
   async function flush(): Promise<void> {
-    const target = appended;
+    const target = taken + buffer.length;
     while (taken < target) await (inFlight ?? send());
     if (inFlight) await inFlight;
   }
@@ -146,7 +146,6 @@ export function createRedisAuditSink(client: Redis | Cluster, key: string, maxLe
   return {
     append(entry, onError) {
       buffer.push({ entry, onError });
-      appended += 1;
       schedule();
     },
     close: flush,
