@@ -84,6 +84,8 @@ interface Service {
   internalPort: number;
   base: string;
   internal: string;
+  /** What it was started with beyond the common environment (a restart reuses it). */
+  env: Record<string, string>;
 }
 
 async function startService(name: string, redis: RedisServer, env: Record<string, string>, nodeArgs: string[] = [], readyMs = 60_000): Promise<Service> {
@@ -92,24 +94,24 @@ async function startService(name: string, redis: RedisServer, env: Record<string
   const proc = spawnLogged(name, process.execPath, [...nodeArgs, join(DIST, 'server.js')], fullEnv, join(OUT, 'logs', `${name}.log`), ROOT);
   const base = `http://127.0.0.1:${port}`;
   await waitHttp(`${base}/readyz`, readyMs, proc);
-  return { name, proc, port, internalPort, base, internal: `http://127.0.0.1:${internalPort}` };
+  return { name, proc, port, internalPort, base, internal: `http://127.0.0.1:${internalPort}`, env };
 }
 
 /**
- * A service as a load target whose restart replaces its process in place (`svc` is updated, so later sections
- * use the new process and ports).
+ * A service's public (or internal) port as a load target whose restart replaces its process in place (`svc` is
+ * updated, so later sections and other targets of the same service use the new process and ports).
  */
-function serviceTarget(label: string, svc: Service, redis: RedisServer, env: Record<string, string>): LoadTarget {
+function serviceTarget(label: string, svc: Service, redis: RedisServer, { internal = false } = {}): LoadTarget {
   return {
     label,
     pids: () => [svc.proc.pid],
     get base() {
-      return svc.base;
+      return internal ? svc.internal : svc.base;
     },
     redis,
     async restart() {
       await stop(svc.proc, 15_000);
-      Object.assign(svc, await startService(svc.name, redis, env));
+      Object.assign(svc, await startService(svc.name, redis, svc.env));
     },
   };
 }
@@ -436,9 +438,9 @@ async function main(): Promise<void> {
   results.notes.push(`JWKS body: ${jwksBody.length} bytes (key set rs256: an active and a next RSA-2048 key), ETag ${etag}.`);
 
   const T = {
-    full: serviceTarget('service', full, redis, { KEY_SETS_FILE: keySetsFile }),
-    noRl: serviceTarget('service, rate limit off', noRl, redis, { KEY_SETS_FILE: keySetsFile, RATE_LIMIT_MAX: '0' }),
-    quiet: serviceTarget('service, LOG_LEVEL=silent', quiet, redis, { KEY_SETS_FILE: keySetsFile, LOG_LEVEL: 'silent' }),
+    full: serviceTarget('service', full, redis),
+    noRl: serviceTarget('service, rate limit off', noRl, redis),
+    quiet: serviceTarget('service, LOG_LEVEL=silent', quiet, redis),
     bare: {
       label: 'bare Fastify',
       pids: () => [bare.pid],
@@ -521,24 +523,14 @@ async function main(): Promise<void> {
           connections: SIGN_CONNECTIONS,
           durationS: P.signS,
         };
-        // Internal-port views of T.full and T.quiet: a restart replaces `full` or `quiet` in place (new ports).
-        const internalOf = (label: string, svc: Service, outer: LoadTarget): LoadTarget => ({
-          label,
-          pids: () => [svc.proc.pid],
-          get base() {
-            return svc.internal;
-          },
-          redis,
-          restart: outer.restart!,
-        });
-        const target = internalOf('service', full, T.full);
+        const target = serviceTarget('service', full, redis, { internal: true });
         // Logging ablation (the same service with LOG_LEVEL=silent) for RS256 and ES256.
-        const quietTarget = alg === 'RS256' || alg === 'ES256' ? internalOf('service, LOG_LEVEL=silent', quiet, T.quiet) : undefined;
+        const quietTarget = alg === 'RS256' || alg === 'ES256' ? serviceTarget('service, LOG_LEVEL=silent', quiet, redis, { internal: true }) : undefined;
         await measure(tool, target, { ...spec, durationS: P.warmS });
         if (quietTarget) await measure(tool, quietTarget, { ...spec, durationS: P.warmS });
         await rawSign(keyFile, alg, signingInput, SIGN_CONNECTIONS, P.warmS);
         // The HTTP floor (ES256: the cheapest signature): the bare Fastify baseline's JSON POST route, same body.
-        const floorTarget: LoadTarget | undefined = alg === 'ES256' ? { label: 'bare Fastify JSON POST', pids: () => [bare.pid], base: bareBase, restart: T.bare.restart! } : undefined;
+        const floorTarget: LoadTarget | undefined = alg === 'ES256' ? { ...T.bare, label: 'bare Fastify JSON POST' } : undefined;
         if (floorTarget) await measure(tool, floorTarget, { ...spec, durationS: P.warmS });
         const http: Run[] = [];
         const silent: Run[] = [];
