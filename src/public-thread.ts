@@ -6,6 +6,9 @@ import type { ReconcileClient, ReconcilePipeline } from './rate-limit.js';
 import type { StoreState } from './keys/key-store.js';
 import { buildPublicServer, type PublicJwksView } from './public-server.js';
 import type { FromThread, PublicThreadData, ToThread } from './public-thread-host.js';
+import { nameThread, THREAD_NAMES } from './lib/thread-name.js';
+
+nameThread('thread-self', THREAD_NAMES.publicPort);
 
 const METRICS_INTERVAL_MS = 1000;
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;

@@ -7,8 +7,10 @@ import type { App } from '../src/app.js';
 import { loadConfig } from '../src/config.js';
 import { ConfigError } from '../src/errors.js';
 import { publicSettings } from '../src/public-server.js';
+import { THREAD_NAMES } from '../src/lib/thread-name.js';
 import { buildTestApp, TEST_KEK } from './helpers/app.js';
 import { type RedisServer, startRedis } from './helpers/redis.js';
+import { threadsNamed } from './helpers/threads.js';
 
 const JWKS = '/.well-known/jwks.json';
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -203,6 +205,17 @@ test('thread mode: a thread that dies is restarted and serves again', async (t) 
   await app.keys.rotate('default', { force: true });
   const expected = (await app.public.inject({ method: 'GET', url: JWKS })).headers.etag;
   await eventually(async () => (await fetch(`${url}${JWKS}`)).headers.get('etag') === expected, 'changes reach the restarted thread');
+});
+
+test('thread mode: the public thread is named for per-thread tools (top -H, ps -L) while it runs', { skip: process.platform !== 'linux' }, async () => {
+  assert.equal(threadsNamed(THREAD_NAMES.publicPort), 0, 'no public thread before listen()');
+  const { app } = await started();
+  try {
+    assert.equal(threadsNamed(THREAD_NAMES.publicPort), 1);
+  } finally {
+    await app.close();
+  }
+  await eventually(async () => threadsNamed(THREAD_NAMES.publicPort) === 0, 'the thread ends with close()');
 });
 
 test('PUBLIC_SERVER_THREAD=false: the in-process instance listens', async (t) => {

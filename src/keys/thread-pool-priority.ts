@@ -14,6 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
+import { nameThread, THREAD_NAMES } from '../lib/thread-name.js';
 
 /** libuv's pool size: UV_THREADPOOL_SIZE when set (1-1024), else 4. */
 function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
@@ -84,7 +85,7 @@ function setBatchPolicy(tid: number): boolean {
   }
 }
 
-/** Gives libuv's pool threads the nice value `nice`. Call it before starting worker threads. */
+/** Gives libuv's pool threads the nice value `nice` and their name (THREAD_NAMES). Call it before starting worker threads. */
 export async function lowerThreadPoolPriority(nice: number, size = threadPoolSize()): Promise<ThreadPoolPriority> {
   if (process.platform !== 'linux' || nice <= 0) return { threads: [], expected: size, batch: 0 };
   // ~25 ms of one core per job on this project's 2-core test VM; doubled while the jobs end too soon.
@@ -104,6 +105,7 @@ export async function lowerThreadPoolPriority(nice: number, size = threadPoolSiz
         return false;
       }
     });
+    for (const tid of threads) nameThread(tid, THREAD_NAMES.signingPool);
     return { threads: lowered, expected: size, batch: lowered.filter(setBatchPolicy).length };
   }
   return { threads: [], expected: size, batch: 0 };

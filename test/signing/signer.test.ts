@@ -6,6 +6,7 @@ import { generateKeyPairSync, type KeyObject, verify, constants } from 'node:cry
 import { test } from 'node:test';
 import type { Algorithm } from '../../src/config.js';
 import { signer } from '../../src/keys/signer.js';
+import { THREAD_NAMES } from '../../src/lib/thread-name.js';
 import { SCHED_BATCH, SCHED_OTHER } from '../helpers/threads.js';
 
 const KEYS: Array<[Algorithm, { privateKey: KeyObject; publicKey: KeyObject }, string | null, object]> = [
@@ -49,7 +50,7 @@ test('the threads lowered at start-up are libuv pool threads, and they are the o
     lowered: number[];
     expected: number;
     batch: number;
-    threads: Array<{ tid: number; nice: number; policy: number; cpuTicks: number }>;
+    threads: Array<{ tid: number; name: string; nice: number; policy: number; cpuTicks: number }>;
   };
   assert.equal(r.expected, 3);
   assert.equal(r.lowered.length, 3, 'three pool threads found');
@@ -58,12 +59,14 @@ test('the threads lowered at start-up are libuv pool threads, and they are the o
   for (const tid of r.lowered) {
     assert.equal(byTid.get(tid)?.nice, 10, `thread ${tid} at nice 10`);
     assert.equal(byTid.get(tid)?.policy, SCHED_BATCH, `thread ${tid} under SCHED_BATCH`);
+    assert.equal(byTid.get(tid)?.name, THREAD_NAMES.signingPool, `thread ${tid} named for top -H and ps -L`);
   }
   const others = r.threads.filter((t) => !r.lowered.includes(t.tid));
   assert.ok(others.some((t) => t.tid === r.pid), 'the main thread is listed');
   for (const t of others) {
     assert.equal(t.nice, 0, `thread ${t.tid} keeps the process priority`);
     assert.equal(t.policy, SCHED_OTHER, `thread ${t.tid} keeps the default policy`);
+    assert.notEqual(t.name, THREAD_NAMES.signingPool, `thread ${t.tid} is not named as a pool thread`);
   }
   const signing = r.threads.filter((t) => r.lowered.includes(t.tid)).reduce((a, t) => a + t.cpuTicks, 0);
   const rest = others.filter((t) => t.tid !== r.pid).reduce((a, t) => a + t.cpuTicks, 0);
