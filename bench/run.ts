@@ -109,11 +109,14 @@ function serviceTarget(label: string, svc: Service, redis: RedisServer, { intern
       return internal ? svc.internal : svc.base;
     },
     redis,
-    async restart() {
-      await stop(svc.proc, 15_000);
-      Object.assign(svc, await startService(svc.name, redis, svc.env));
-    },
+    restart: () => restartService(svc, redis),
   };
+}
+
+/** Replaces a service's process with a fresh one started with the same environment (`svc` is updated in place). */
+async function restartService(svc: Service, redis: RedisServer): Promise<void> {
+  await stop(svc.proc, 15_000);
+  Object.assign(svc, await startService(svc.name, redis, svc.env));
 }
 
 function writeKeySetsFile(name: string, sets: Record<string, { alg: string }>): string {
@@ -585,22 +588,34 @@ async function main(): Promise<void> {
       ];
       const byKey = new Map<string, Probe[]>(loads.map((l) => [l.key, []]));
       const signRates = new Map<string, number[]>();
-      for (const svc of [full, inMain]) await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
+      const signing = (svc: Service, alg: Alg, durationS: number): LoadSpec => ({
+        base: svc.internal,
+        paths: ['/v1/assertions'],
+        method: 'POST',
+        body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(alg) }),
+        headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
+        connections: SIGN_CONNECTIONS,
+        durationS,
+      });
+      const warm = async (svc: Service) => {
+        await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
+        await runLoad(tool, signing(svc, 'ES256', P.warmS));
+      };
+      for (const svc of [full, inMain]) await warm(svc);
       for (let r = 0; r < P.reps; r++) {
+        // As in sections 1 and 3: a fresh process of each service for each run after the first (idle and both
+        // loads of one run share it, so that each run's ratios compare one process with itself).
+        if (r > 0) {
+          for (const svc of [full, inMain]) {
+            await restartService(svc, redis);
+            await warm(svc);
+          }
+        }
         for (const l of loads) {
           const url = `${l.svc.base}/.well-known/jwks.json`;
           let load: Promise<LoadResult> | undefined;
           if (l.alg) {
-            const spec: LoadSpec = {
-              base: l.svc.internal,
-              paths: ['/v1/assertions'],
-              method: 'POST',
-              body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(l.alg) }),
-              headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-              connections: SIGN_CONNECTIONS,
-              durationS: P.contentionS + 1,
-            };
-            load = runLoad(tool, spec);
+            load = runLoad(tool, signing(l.svc, l.alg, P.contentionS + 1));
             await sleep(500);
           }
           const p = await probe(url, PROBE_RATE, P.contentionS);

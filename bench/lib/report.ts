@@ -294,7 +294,8 @@ export function renderResults(r: Results, notes?: string): string {
     out.push(
       `A paced probe (in the harness process, keep-alive) requests the JWKS ${r.params.probeRate} times a second for ${r.params.contentionS} s per run, ` +
         `alone ("idle") and while wrk drives POST /v1/assertions with ${r.params.signConnections} connections. Latency is measured by the probe, so it includes the probe's own scheduling delay on the busy machine. ` +
-        'The rows marked "public port in the main thread" are the same service with PUBLIC_SERVER_THREAD=false (JWKS and signing API on one event loop), each compared with its own idle row.',
+        'The rows marked "public port in the main thread" are the same service with PUBLIC_SERVER_THREAD=false (JWKS and signing API on one event loop), each compared with its own idle row. ' +
+        `Every run after the first starts both services afresh and warms them (the probe for 1 s, ES256 assertions for ${r.params.warmS} s); a run's idle and loaded rows share one process.`,
     );
     out.push('');
     // Rows "... (public port in the main thread)" are the PUBLIC_SERVER_THREAD=false ablation, compared with their own idle row.
