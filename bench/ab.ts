@@ -16,7 +16,9 @@
 //         "fresh": true,                                    a fresh process per side before every run after the first
 //                                                           (warmed 1 s), as section 1 of the suite does
 //         "threads": true }                                 also prints, per side, each thread's CPU and run-queue wait
-//                                                           in µs per request (summed over the runs; from schedstat)
+//                                                           in µs per request (summed over the runs; from schedstat),
+//                                                           by thread name: main, jwks-public, sign-pool (libuv's pool),
+//                                                           node (V8's helper threads)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
