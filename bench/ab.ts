@@ -26,7 +26,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { type LoadSpec, runLoad } from './lib/load.js';
+import { assertionLoad, type LoadSpec, runLoad } from './lib/load.js';
 import { probe } from './lib/probe.js';
 import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, threadTimes, waitHttp } from './lib/procs.js';
 import { startBareFastify } from './lib/bare.js';
@@ -92,15 +92,7 @@ if (opts.bare) {
   services.push({ name: 'bare', proc: await start(), base, internal: base, start });
 }
 
-const signing = (svc: (typeof services)[number], alg: string, durationS: number): LoadSpec => ({
-  base: svc.internal,
-  paths: ['/v1/assertions'],
-  method: 'POST',
-  body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: alg.toLowerCase() }),
-  headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-  connections: 16,
-  durationS,
-});
+const signing = (svc: (typeof services)[number], alg: string, durationS: number): LoadSpec => ({ ...assertionLoad(API_TOKEN, alg.toLowerCase(), 16), base: svc.internal, durationS });
 const jwks = (svc: (typeof services)[number], durationS: number): LoadSpec => ({
   base: svc.base,
   paths: ['/.well-known/jwks.json'],

@@ -13,7 +13,7 @@ import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync,
 import { cpus, loadavg, totalmem } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { commandFor, detectTool, type LoadResult, type LoadSpec, runLoad, type Tool } from './lib/load.js';
+import { assertionLoad, commandFor, detectTool, type LoadResult, type LoadSpec, runLoad, type Tool } from './lib/load.js';
 import { activeKeyOf, loadServiceModules, sealedRecordsVersion, seedRsaKeySets } from './lib/keys.js';
 import {
   childPids,
@@ -510,22 +510,14 @@ async function main(): Promise<void> {
       mkdirSync(join(OUT, 'keys'), { recursive: true, mode: 0o700 });
       for (const alg of ALGS) {
         log(`3. assertions ${alg}`);
-        const body = JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(alg) });
-        const first = await post(`${full.internal}/v1/assertions`, JSON.parse(body));
+        const spec: Omit<LoadSpec, 'base'> = { ...assertionLoad(API_TOKEN, setOf(alg), SIGN_CONNECTIONS), durationS: P.signS };
+        const first = await post(`${full.internal}/v1/assertions`, JSON.parse(spec.body!));
         if (first.status !== 200) throw new Error(`assertion ${alg}: status ${first.status} ${JSON.stringify(first.json)}`);
         const token = String(first.json.client_assertion);
         const signingInput = token.slice(0, token.lastIndexOf('.'));
         const { key } = await activeKeyOf(mods, redis.url, PREFIX, ENCRYPTION_KEYS, setOf(alg));
         const keyFile = join(OUT, 'keys', `${setOf(alg)}.pem`);
         writeFileSync(keyFile, key.export({ format: 'pem', type: 'pkcs8' }), { mode: 0o600 });
-        const spec: Omit<LoadSpec, 'base'> = {
-          paths: ['/v1/assertions'],
-          method: 'POST',
-          body,
-          headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-          connections: SIGN_CONNECTIONS,
-          durationS: P.signS,
-        };
         const target = serviceTarget('service', full, redis, { internal: true });
         // Logging ablation (the same service with LOG_LEVEL=silent) for RS256 and ES256.
         const quietTarget = alg === 'RS256' || alg === 'ES256' ? serviceTarget('service, LOG_LEVEL=silent', quiet, redis, { internal: true }) : undefined;
@@ -588,15 +580,7 @@ async function main(): Promise<void> {
       ];
       const byKey = new Map<string, Probe[]>(loads.map((l) => [l.key, []]));
       const signRates = new Map<string, number[]>();
-      const signing = (svc: Service, alg: Alg, durationS: number): LoadSpec => ({
-        base: svc.internal,
-        paths: ['/v1/assertions'],
-        method: 'POST',
-        body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(alg) }),
-        headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-        connections: SIGN_CONNECTIONS,
-        durationS,
-      });
+      const signing = (svc: Service, alg: Alg, durationS: number): LoadSpec => ({ ...assertionLoad(API_TOKEN, setOf(alg), SIGN_CONNECTIONS), base: svc.internal, durationS });
       const warm = async (svc: Service) => {
         await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
         await runLoad(tool, signing(svc, 'ES256', P.warmS));
@@ -686,18 +670,9 @@ async function main(): Promise<void> {
       for (const n of P.growthSets) {
         const svc = services.get(n)!.svc;
         const sampler = sampleRss(svc.proc.pid, 50);
-        const body = JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: names[n - 1] });
         const [j, a] = await Promise.all([
           runLoad(tool, { base: svc.base, paths: pathsFor(n), connections: JWKS_CONNECTIONS, durationS: P.growthS }),
-          runLoad(tool, {
-            base: svc.internal,
-            paths: ['/v1/assertions'],
-            method: 'POST',
-            body,
-            headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-            connections: 8,
-            durationS: P.growthS,
-          }),
+          runLoad(tool, { ...assertionLoad(API_TOKEN, names[n - 1]!, 8), base: svc.internal, durationS: P.growthS }),
         ]);
         const rss = sampler.stop();
         peaks.set(n, [rss.peak]);
@@ -797,14 +772,7 @@ async function main(): Promise<void> {
       if (name === 'jwks-close') results.profiles.push({ name, summary: await profileService(name, redis, env, tool, { paths: jwksPath, connections: JWKS_CONNECTIONS, headers: { Connection: 'close' } }) });
       if (name.startsWith('assertions-')) {
         const alg = name.slice('assertions-'.length) as Alg;
-        const spec = {
-          paths: ['/v1/assertions'],
-          method: 'POST' as const,
-          body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: setOf(alg) }),
-          headers: { Authorization: `Bearer ${API_TOKEN}`, 'Content-Type': 'application/json' },
-          connections: SIGN_CONNECTIONS,
-        };
-        results.profiles.push({ name, summary: await profileService(name, redis, env, tool, spec, true) });
+        results.profiles.push({ name, summary: await profileService(name, redis, env, tool, assertionLoad(API_TOKEN, setOf(alg), SIGN_CONNECTIONS), true) });
       }
     }
   } finally {

@@ -26,6 +26,17 @@ export interface LoadSpec {
   countCodes?: boolean;
 }
 
+/** POST /v1/assertions for one key set with the bench's client (bench/run.ts and bench/ab.ts); base and duration per run. */
+export function assertionLoad(apiToken: string, keySet: string, connections: number): Omit<LoadSpec, 'base' | 'durationS'> {
+  return {
+    paths: ['/v1/assertions'],
+    method: 'POST',
+    body: JSON.stringify({ client_id: 'bench-client', audience: 'https://erp.example.com/identity/connect/token', key_set: keySet }),
+    headers: { Authorization: `Bearer ${apiToken}`, 'Content-Type': 'application/json' },
+    connections,
+  };
+}
+
 export interface LoadResult {
   tool: UsedTool;
   requests: number;
