@@ -163,6 +163,11 @@ export interface Config {
   publicServerThread: boolean;
   /** Nice value given at start-up to libuv's thread pool, where signatures run (0: the process's priority). */
   signingNice: number;
+  /**
+   * Nice value given, with SCHED_BATCH, to the main thread (internal API, key management, logs) once the public
+   * port's thread runs (0: unchanged; always 0 when PUBLIC_SERVER_THREAD is false). Below signingNice.
+   */
+  apiThreadNice: number;
   /** Both ports: slow or idle clients cannot hold a connection or a request open. */
   connectionLimits: { requestTimeoutMs: number; keepAliveTimeoutMs: number; connectionTimeoutMs: number; maxHeaderSize: number };
   /** Entries kept in the audit stream (Redis) or ring buffer (memory). */
@@ -527,6 +532,8 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError('JWKS_CONTENT_TYPE', 'must be application/json or application/jwk-set+json');
   }
 
+  const publicServerThread = bool(env, 'PUBLIC_SERVER_THREAD', true);
+  const signingNice = int(env, 'SIGNING_NICE', 10, 0, 19);
   return {
     port,
     internalPort,
@@ -558,8 +565,9 @@ export function loadConfig(env: Env = process.env): Config {
     signWhileStoreDownMs: envDuration(env, 'SIGN_WHILE_STORE_DOWN', 24 * 3_600_000),
     shutdownTimeoutMs: envDuration(env, 'SHUTDOWN_TIMEOUT', 10_000, 0),
     internalBodyLimit: int(env, 'INTERNAL_BODY_LIMIT', 16_384, 1024, 1_048_576),
-    publicServerThread: bool(env, 'PUBLIC_SERVER_THREAD', true),
-    signingNice: int(env, 'SIGNING_NICE', 10, 0, 19),
+    publicServerThread,
+    signingNice,
+    apiThreadNice: apiThreadNice(env, signingNice, publicServerThread, warnings),
     connectionLimits: {
       requestTimeoutMs: envDuration(env, 'REQUEST_TIMEOUT', 10_000, 100),
       keepAliveTimeoutMs: envDuration(env, 'KEEP_ALIVE_TIMEOUT', 72_000, 100),
@@ -569,6 +577,21 @@ export function loadConfig(env: Env = process.env): Config {
     broker: brokerConfig(env),
     warnings,
   };
+}
+
+/** Default: half of SIGNING_NICE, so that the API thread always ranks between the JWKS thread and the signatures. */
+function apiThreadNice(env: Env, signingNice: number, publicServerThread: boolean, warnings: string[]): number {
+  const set = optional(env, 'API_THREAD_NICE') !== undefined;
+  const nice = int(env, 'API_THREAD_NICE', Math.floor(signingNice / 2), 0, 19);
+  if (nice === 0) return 0;
+  if (nice >= signingNice) {
+    throw new ConfigError('API_THREAD_NICE', `(${nice}) must be below SIGNING_NICE (${signingNice}): the API thread must not yield to the signatures (0 leaves it unchanged)`);
+  }
+  if (!publicServerThread) {
+    if (set) warnings.push('API_THREAD_NICE is ignored with PUBLIC_SERVER_THREAD=false: the main thread then serves the JWKS and keeps the process priority');
+    return 0;
+  }
+  return nice;
 }
 
 function brokerConfig(env: Env): BrokerConfig {

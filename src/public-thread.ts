@@ -7,8 +7,11 @@ import type { StoreState } from './keys/key-store.js';
 import { buildPublicServer, type PublicJwksView } from './public-server.js';
 import type { FromThread, PublicThreadData, ToThread } from './public-thread-host.js';
 import { nameThread, THREAD_NAMES } from './lib/thread-name.js';
+import { restoreOwnThread } from './lib/thread-priority.js';
 
 nameThread('thread-self', THREAD_NAMES.publicPort);
+// A thread restarted after the main thread was lowered (API_THREAD_NICE) inherits its nice value and policy.
+const inheritedNice = restoreOwnThread();
 
 const METRICS_INTERVAL_MS = 1000;
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
@@ -95,11 +98,12 @@ function mainThreadRedis(): ReconcileClient {
 async function main(): Promise<void> {
   const { settings } = data;
   const redis = settings.redis ? mainThreadRedis() : undefined;
+  const log = postingLogger(settings.logLevel);
   const { app, limit } = await buildPublicServer(
     settings,
     { view: (set) => views.get(set), isReady: () => settings.keySets.every((set) => views.has(set)), storeState: () => storeState },
     {
-      logger: postingLogger(settings.logLevel),
+      logger: log,
       request(route, status) {
         let byStatus = counts.get(route);
         if (!byStatus) {
@@ -145,6 +149,9 @@ async function main(): Promise<void> {
   });
 
   const url = await app.listen({ port: settings.port, host: settings.host });
+  if (inheritedNice !== 0) {
+    log.warn({ nice: inheritedNice }, "public port thread runs at the main thread's lowered priority (API_THREAD_NICE): restarted after the main thread was lowered, and raising it back needs CAP_SYS_NICE; restart the process to restore it");
+  }
   post({ op: 'listening', url });
 }
 

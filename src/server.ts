@@ -5,6 +5,7 @@ import { buildApp } from './app.js';
 import { type Config, loadConfig } from './config.js';
 import { ConfigError, KeyStoreIntegrityError } from './errors.js';
 import { lowerThreadPoolPriority } from './keys/thread-pool-priority.js';
+import { lowerOwnThread } from './lib/thread-priority.js';
 import { loggerOptions } from './logger.js';
 
 function banner(config: Config, publicUrl: string, internalUrl: string): string {
@@ -84,6 +85,13 @@ async function main(): Promise<void> {
   });
 
   const { publicUrl, internalUrl } = await app.listen();
+  // After listen(): the public port's thread has started, and keeps the process priority (a thread inherits its
+  // creator's). Only done with that thread (config): otherwise the main thread serves the JWKS.
+  if (config.apiThreadNice > 0) {
+    const lowered = lowerOwnThread(config.apiThreadNice);
+    if (lowered.nice === config.apiThreadNice && lowered.batch) logger.info({ nice: lowered.nice, policy: 'SCHED_BATCH' }, 'main thread (internal API) runs at a lower priority than the public port');
+    else logger.warn({ nice: lowered.nice, wanted: config.apiThreadNice, batch: lowered.batch }, 'could not fully lower the priority of the main thread (internal API)');
+  }
   logger.info({ publicUrl, internalUrl, store: app.store.kind, keySets: [...config.keySets.keys()] }, 'listening');
   process.stderr.write(banner(config, publicUrl, internalUrl));
 }

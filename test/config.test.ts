@@ -52,10 +52,27 @@ test('defaults: embedded store, one RS256 set that satisfies CONSUMERS.md rules 
   assert.ok(config.devApiToken && config.devApiToken.length >= 40);
   assert.equal(config.clients.length, 1);
   assert.equal(config.signingNice, 10);
+  assert.equal(config.apiThreadNice, 5, 'half of SIGNING_NICE');
   assert.equal(config.auditFlushIntervalMs, 5);
   assert.equal(loadConfig({ AUDIT_FLUSH_INTERVAL: '0' }).auditFlushIntervalMs, 0);
   assert.equal(loadConfig({ AUDIT_FLUSH_INTERVAL: '20ms' }).auditFlushIntervalMs, 20);
   assert.ok(config.jwks.maxAgeMs < set.prepublishPeriodMs);
+});
+
+test('API_THREAD_NICE: half of SIGNING_NICE by default, below it when set, unused without the public thread', () => {
+  assert.equal(loadConfig({ SIGNING_NICE: '5' }).apiThreadNice, 2);
+  assert.equal(loadConfig({ SIGNING_NICE: '1' }).apiThreadNice, 0);
+  assert.equal(loadConfig({ SIGNING_NICE: '0' }).apiThreadNice, 0);
+  assert.equal(loadConfig({ API_THREAD_NICE: '9' }).apiThreadNice, 9);
+  assert.equal(loadConfig({ API_THREAD_NICE: '0' }).apiThreadNice, 0);
+  assert.equal(loadConfig({ SIGNING_NICE: '0', API_THREAD_NICE: '0' }).apiThreadNice, 0);
+  const unthreaded = loadConfig({ PUBLIC_SERVER_THREAD: 'false' });
+  assert.equal(unthreaded.apiThreadNice, 0, 'the main thread serves the JWKS');
+  assert.deepEqual(unthreaded.warnings, []);
+  const ignored = loadConfig({ PUBLIC_SERVER_THREAD: 'false', API_THREAD_NICE: '3' });
+  assert.equal(ignored.apiThreadNice, 0);
+  assert.equal(ignored.warnings.length, 1);
+  assert.match(ignored.warnings[0]!, /API_THREAD_NICE/);
 });
 
 test('bad values stop start-up with an error naming the variable', () => {
@@ -79,6 +96,9 @@ test('bad values stop start-up with an error naming the variable', () => {
   failsOn({ MAX_HEADER_SIZE: '100' }, 'MAX_HEADER_SIZE');
   failsOn({ SIGNING_NICE: '20' }, 'SIGNING_NICE');
   failsOn({ SIGNING_NICE: '-5' }, 'SIGNING_NICE');
+  failsOn({ API_THREAD_NICE: '20' }, 'API_THREAD_NICE');
+  failsOn({ API_THREAD_NICE: '10' }, 'API_THREAD_NICE');
+  failsOn({ SIGNING_NICE: '0', API_THREAD_NICE: '3' }, 'API_THREAD_NICE');
   failsOn({ AUDIT_FLUSH_INTERVAL: '2s' }, 'AUDIT_FLUSH_INTERVAL');
   failsOn({ AUDIT_FLUSH_INTERVAL: 'often' }, 'AUDIT_FLUSH_INTERVAL');
   failsOn({ JWKS_CONTENT_TYPE: 'text/plain' }, 'JWKS_CONTENT_TYPE');

@@ -1,6 +1,7 @@
 // The public port in its own thread (PUBLIC_SERVER_THREAD, the default): real listeners on 127.0.0.1, a real
 // Redis; what the thread serves must equal what the in-process instance (app.public) serves.
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { connect } from 'node:net';
 import { after, before, test } from 'node:test';
 import type { App } from '../src/app.js';
@@ -10,7 +11,7 @@ import { publicSettings } from '../src/public-server.js';
 import { THREAD_NAMES } from '../src/lib/thread-name.js';
 import { buildTestApp, TEST_KEK } from './helpers/app.js';
 import { type RedisServer, startRedis } from './helpers/redis.js';
-import { threadsNamed } from './helpers/threads.js';
+import { SCHED_BATCH, SCHED_OTHER, threadsNamed } from './helpers/threads.js';
 
 const JWKS = '/.well-known/jwks.json';
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -205,6 +206,28 @@ test('thread mode: a thread that dies is restarted and serves again', async (t) 
   await app.keys.rotate('default', { force: true });
   const expected = (await app.public.inject({ method: 'GET', url: JWKS })).headers.etag;
   await eventually(async () => (await fetch(`${url}${JWKS}`)).headers.get('etag') === expected, 'changes reach the restarted thread');
+});
+
+test('thread mode: a public thread restarted after the main thread was lowered (API_THREAD_NICE) leaves SCHED_BATCH', { skip: process.platform !== 'linux' }, async () => {
+  const child = spawnSync(process.execPath, ['--import', 'tsx', 'test/helpers/lowered-restart.ts'], { encoding: 'utf8', timeout: 60_000 });
+  assert.equal(child.status, 0, child.stderr);
+  const out = JSON.parse(child.stdout.trim().split('\n').pop()!) as {
+    lowered: { nice: number; batch: boolean };
+    status: number;
+    pid: number;
+    threads: Array<{ tid: number; name: string; nice: number; policy: number }>;
+    privileged: boolean;
+  };
+  assert.deepEqual(out.lowered, { nice: 3, batch: true });
+  assert.equal(out.status, 200, 'the restarted thread serves');
+  const main = out.threads.find((t) => t.tid === out.pid)!;
+  assert.equal(main.policy, SCHED_BATCH);
+  const publicThreads = out.threads.filter((t) => t.name === THREAD_NAMES.publicPort);
+  assert.equal(publicThreads.length, 1);
+  // It inherits nice 3 and SCHED_BATCH from the main thread that starts it; the policy can always be given back,
+  // the nice value only with CAP_SYS_NICE.
+  assert.equal(publicThreads[0]!.policy, SCHED_OTHER);
+  assert.equal(publicThreads[0]!.nice, out.privileged ? 0 : 3);
 });
 
 test('thread mode: the public thread is named for per-thread tools (top -H, ps -L) while it runs', { skip: process.platform !== 'linux' }, async () => {

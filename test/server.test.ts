@@ -4,7 +4,7 @@ import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { test } from 'node:test';
 import { freePort } from './helpers/redis.js';
-import { SCHED_BATCH, threadStats } from './helpers/threads.js';
+import { SCHED_BATCH, SCHED_OTHER, threadStats } from './helpers/threads.js';
 
 function run(env: Record<string, string>) {
   return spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -60,10 +60,19 @@ test('starts on the embedded store with a warning and a dev token; SIGTERM finis
   assert.match(stdout, /"signal":"SIGTERM"/);
 });
 
-for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as const) {
-  test(`SIGNING_NICE=${signingNice ?? '(default 10)'}: ${lowered} libuv pool threads lowered, every other thread at the process priority`, { skip: process.platform !== 'linux' }, async () => {
+const PRIORITY_CASES: Array<{ env: Record<string, string>; pool: number; poolNice: number; mainNice: number }> = [
+  { env: {}, pool: 4, poolNice: 10, mainNice: 5 },
+  { env: { SIGNING_NICE: '0' }, pool: 0, poolNice: 0, mainNice: 0 },
+  { env: { SIGNING_NICE: '5' }, pool: 4, poolNice: 5, mainNice: 2 },
+  { env: { API_THREAD_NICE: '0' }, pool: 4, poolNice: 10, mainNice: 0 },
+  { env: { PUBLIC_SERVER_THREAD: 'false' }, pool: 4, poolNice: 10, mainNice: 0 },
+];
+
+for (const { env, pool, poolNice, mainNice } of PRIORITY_CASES) {
+  const name = Object.entries(env).map(([k, v]) => `${k}=${v}`).join(' ') || 'defaults';
+  test(`${name}: ${pool} libuv pool threads at nice ${poolNice}, the main thread at ${mainNice}, every other thread (the public port's) at the process priority`, { skip: process.platform !== 'linux' }, async () => {
     const [port, internal] = [await freePort(), await freePort()];
-    const child = run({ PORT: String(port), INTERNAL_PORT: String(internal), HOST: '127.0.0.1', ...(signingNice === undefined ? {} : { SIGNING_NICE: signingNice }) });
+    const child = run({ PORT: String(port), INTERNAL_PORT: String(internal), HOST: '127.0.0.1', ...env });
     try {
       let stderr = '';
       child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -72,14 +81,17 @@ for (const [signingNice, lowered] of [[undefined, 4], ['0', 0], ['5', 4]] as con
       while (!stderr.includes('jwks-signer is running') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       assert.match(stderr, /jwks-signer is running/);
       const stats = threadStats(child.pid!);
-      const nice = new Map([...stats].map(([tid, t]) => [tid, t.nice]));
-      const batch = [...stats.values()].filter((t) => t.policy === SCHED_BATCH);
-      assert.equal(batch.length, lowered, 'the lowered threads, and only they, run under SCHED_BATCH');
-      assert.ok(batch.every((t) => t.nice !== 0));
-      const expected = signingNice === undefined ? 10 : Number(signingNice);
-      assert.equal([...nice.values()].filter((n) => n === expected && n !== 0).length, lowered);
-      assert.equal(nice.get(child.pid!), 0, 'the main thread');
-      assert.equal([...nice.values()].filter((n) => n !== 0).length, lowered, 'the public port thread and the rest keep the process priority');
+      const main = stats.get(child.pid!)!;
+      const others = [...stats].filter(([tid]) => tid !== child.pid).map(([, t]) => t);
+      assert.equal(main.nice, mainNice, 'the main thread (internal API)');
+      assert.equal(main.policy, mainNice > 0 ? SCHED_BATCH : SCHED_OTHER, 'the main thread is SCHED_BATCH exactly when lowered');
+      const lowered = others.filter((t) => t.nice !== 0);
+      assert.equal(lowered.length, pool, 'only the pool threads are lowered besides the main thread');
+      assert.ok(lowered.every((t) => t.nice === poolNice && t.policy === SCHED_BATCH && t.name === 'sign-pool'));
+      assert.ok(others.filter((t) => t.nice === 0).every((t) => t.policy === SCHED_OTHER), 'the rest keep the process policy');
+      const publicThread = others.filter((t) => t.name === 'jwks-public');
+      assert.equal(publicThread.length, env.PUBLIC_SERVER_THREAD === 'false' ? 0 : 1);
+      assert.ok(publicThread.every((t) => t.nice === 0 && t.policy === SCHED_OTHER), 'the public port thread keeps the process priority');
       // Signing still works on the lowered pool.
       const token = /Development API token[^\n]*\n\s+(\S+)/.exec(stderr)![1]!;
       const res = await fetch(`http://127.0.0.1:${internal}/v1/assertions`, {

@@ -3,18 +3,18 @@
 // are given a lower scheduling priority (a higher nice value: allowed without privileges) and the SCHED_BATCH
 // policy (also allowed without privileges): a pool thread woken for a new signature then waits for the running
 // thread's slice to end instead of preempting it, as sleeping threads otherwise may whatever their nice value.
-// Node has no call for the policy, so it is set with util-linux's `chrt`; without it the threads keep nice only.
+// The policy is set with util-linux's `chrt` (src/lib/thread-priority.ts); without it the threads keep nice only.
 //
 // Node neither names the pool's threads nor exposes their ids, so they are found by what they do: while one
 // long pbkdf2 job per pool thread runs (each job holds its thread: no thread can take two within the window),
 // exactly the pool's threads are runnable in every sample of /proc/self/task/<tid>/stat taken before the first
 // job ends. A round that finds any other number of threads (a V8 helper thread busy in every sample) is
 // repeated; after four, nothing is changed. Linux only; elsewhere the pool keeps the process's priority.
-import { execFileSync } from 'node:child_process';
 import { pbkdf2 } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { nameThread, THREAD_NAMES } from '../lib/thread-name.js';
+import { setPolicy } from '../lib/thread-priority.js';
 
 /** libuv's pool size: UV_THREADPOOL_SIZE when set (1-1024), else 4. */
 function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
@@ -76,15 +76,6 @@ export interface ThreadPoolPriority {
   batch: number;
 }
 
-function setBatchPolicy(tid: number): boolean {
-  try {
-    execFileSync('chrt', ['--batch', '--pid', '0', String(tid)], { stdio: 'ignore', timeout: 5000 });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Gives libuv's pool threads the nice value `nice` and their name (THREAD_NAMES). Call it before starting worker threads. */
 export async function lowerThreadPoolPriority(nice: number, size = threadPoolSize()): Promise<ThreadPoolPriority> {
   if (process.platform !== 'linux' || nice <= 0) return { threads: [], expected: size, batch: 0 };
@@ -106,7 +97,7 @@ export async function lowerThreadPoolPriority(nice: number, size = threadPoolSiz
       }
     });
     for (const tid of threads) nameThread(tid, THREAD_NAMES.signingPool);
-    return { threads: lowered, expected: size, batch: lowered.filter(setBatchPolicy).length };
+    return { threads: lowered, expected: size, batch: lowered.filter((tid) => setPolicy(tid, 'batch')).length };
   }
   return { threads: [], expected: size, batch: 0 };
 }
