@@ -173,7 +173,7 @@ export function renderResults(r: Results, notes?: string): string {
       '`LOG_LEVEL=info` (production default; logs go to a file under bench/out/logs), `NODE_ENV=production`, rate limiting on with `RATE_LIMIT_MAX=10000000` ' +
       '(the limiter counts every request; one client address never reaches the limit), four key sets rs256 (default), ps256, es256, eddsa. ' +
       'The public port runs in its own worker thread (PUBLIC_SERVER_THREAD=true, the default; src/public-thread.ts) unless a row says otherwise. ' +
-      'Metrics are on, as always in the service (prom-client: every response counted, on the public port by its thread, which sends the counts to the main thread every second; a signing histogram); /metrics is not scraped during the runs. Signatures run on libuv\'s thread pool (node:crypto\'s callback `sign()`, 4 threads lowered to nice 10 under SCHED_BATCH at start-up; src/keys/signer.ts, src/keys/thread-pool-priority.ts, SIGNING_NICE).',
+      'Metrics are on, as always in the service (prom-client: every response counted, on the public port by its thread, which sends the counts to the main thread every second; a signing histogram); /metrics is not scraped during the runs. Signatures run on libuv\'s thread pool (node:crypto\'s callback `sign()`, 4 threads lowered to nice 10 under SCHED_BATCH at start-up; src/keys/signer.ts, src/keys/thread-pool-priority.ts, SIGNING_NICE); once the public port\'s thread runs, the main thread (internal API) is lowered to nice 5 under SCHED_BATCH (API_THREAD_NICE), and the public thread stays at nice 0 under SCHED_OTHER.',
   );
   out.push('');
 
@@ -240,7 +240,7 @@ export function renderResults(r: Results, notes?: string): string {
       `POST /v1/assertions (bearer token, JSON body with client_id, audience, key_set), ${r.params.signConnections} connections, ${r.params.signS} s per run, ` +
         `vs bench/baselines/raw-sign.mjs: node:crypto's callback \`sign()\` (what the service calls; src/keys/signer.ts) with the **same private key** (read from Redis and decrypted with the service's modules), ` +
         `the same signing input bytes (taken from a real assertion), ${r.params.signConnections} signatures in flight, on the same libuv pool (UV_THREADPOOL_SIZE ${r.params.threadpool}). ` +
-        'The HTTP side also pays for the load generator on the same 2 cores, and its pool threads run at nice 10 under SCHED_BATCH (SIGNING_NICE); the raw side has no client and runs at nice 0 under SCHED_OTHER. ' +
+        'The HTTP side also pays for the load generator on the same 2 cores, its pool threads run at nice 10 under SCHED_BATCH (SIGNING_NICE) and its main thread at nice 5 under SCHED_BATCH (API_THREAD_NICE); the raw side has no client and runs at nice 0 under SCHED_OTHER. ' +
         `Runs are interleaved (service, raw, and for ES256 the HTTP floor; RS256 and ES256 also the LOG_LEVEL=silent service); every run after the first starts each side afresh (raw-sign.mjs is a new process per run; the services and bare Fastify are restarted and warmed for ${r.params.warmS} s).`,
     );
     out.push('');
