@@ -213,7 +213,7 @@ export async function buildApp(config: Config, deps: AppDeps = {}): Promise<App>
         errorResponseBuilder: (_request, context) => Errors.rateLimited(`this client may make ${context.max} requests per ${context.after}`),
       });
     }
-    await api.register(signingRoutes(tokens));
+    await api.register(signingRoutes(tokens, (route, status) => metrics.request('internal', route, status)));
     await api.register(tokenRoutes(broker));
     await api.register(keyRoutes(config, keys, audit));
     await api.register(auditRoutes(audit));

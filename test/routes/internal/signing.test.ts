@@ -3,15 +3,19 @@ import { test } from 'node:test';
 import { createRemoteJWKSet, decodeProtectedHeader, jwtVerify } from 'jose';
 import jwt from 'jsonwebtoken';
 import jwksRsa from 'jwks-rsa';
+import { FormatRegistry } from '@sinclair/typebox';
+import { Value } from '@sinclair/typebox/value';
+import { AssertionResponseSchema, JwtResponseSchema } from '../../../src/routes/internal/schemas.js';
 import { bearer, buildTestApp } from '../../helpers/app.js';
 import { ACUMATICA_AUD, ACUMATICA_CLIENT, TOKENS, clientsFile } from '../../helpers/clients.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+FormatRegistry.Set('uuid', (value) => UUID.test(value));
 
 async function listening(env: Record<string, string> = {}) {
   const built = await buildTestApp({ API_CLIENTS_FILE: clientsFile(), ...env });
-  const { publicUrl } = await built.app.listen();
-  return { ...built, jwksUri: `${publicUrl}/.well-known/jwks.json`, publicUrl };
+  const { publicUrl, internalUrl } = await built.app.listen();
+  return { ...built, jwksUri: `${publicUrl}/.well-known/jwks.json`, publicUrl, internalUrl };
 }
 
 function post(app: Awaited<ReturnType<typeof listening>>['app'], url: string, token: string, payload: unknown) {
@@ -91,6 +95,31 @@ test('every assertion gets a fresh jti; aud is copied exactly (case, scheme, tra
   for (const audience of ['https://Login.Example.com/Token/', 'account-d.docusign.com', 'https://login.salesforce.com']) {
     const res = await post(app, '/v1/assertions', TOKENS.broad, { client_id: 'c', audience });
     assert.equal(jwt.decode(res.json().client_assertion, { json: true })!.aud, audience);
+  }
+});
+
+test('a 200 answer (written without Fastify\'s reply pipeline) has the documented shape and headers, over a real socket, and is counted', async (t) => {
+  const { app, internalUrl } = await listening();
+  t.after(() => app.close());
+  const cases = [
+    { url: '/v1/assertions', token: TOKENS.app, payload: { client_id: ACUMATICA_CLIENT, audience: ACUMATICA_AUD }, schema: AssertionResponseSchema, tokenField: 'client_assertion' },
+    { url: '/v1/jwt', token: TOKENS.broad, payload: { claims: { iss: 'integration-key', aud: 'account-d.docusign.com' } }, schema: JwtResponseSchema, tokenField: 'jwt' },
+  ];
+  for (const { url, token, payload, schema, tokenField } of cases) {
+    const res = await fetch(`${internalUrl}${url}`, { method: 'POST', headers: { ...bearer(token), 'content-type': 'application/json' }, body: JSON.stringify(payload) });
+    assert.equal(res.status, 200);
+    const text = await res.text();
+    assert.equal(res.headers.get('content-type'), 'application/json; charset=utf-8');
+    assert.equal(res.headers.get('cache-control'), 'no-store');
+    assert.equal(Number(res.headers.get('content-length')), Buffer.byteLength(text));
+    const body = JSON.parse(text) as Record<string, unknown>;
+    assert.ok(Value.Check(schema, JSON.parse(text)), `${url}: ${text}`);
+    assert.match(String(body.jti), UUID);
+    assert.equal(decodeProtectedHeader(String(body[tokenField])).kid, body.kid);
+  }
+  const metrics = (await app.internal.inject({ method: 'GET', url: '/metrics' })).body;
+  for (const route of ['/v1/assertions', '/v1/jwt']) {
+    assert.match(metrics, new RegExp(`jwks_signer_http_requests_total\\{port="internal",route="${route}",status="200"\\} 1\\b`));
   }
 });
 
