@@ -8,11 +8,14 @@ import type { StoreState } from './keys/key-store.js';
 import type { RedisClient } from './keys/redis-key-store.js';
 import type { Metrics } from './metrics.js';
 import type { PublicJwksView, PublicSettings } from './public-server.js';
+import { ownPriority, type ThreadPriority } from './lib/thread-priority.js';
 
 export interface PublicThreadData {
   settings: PublicSettings;
   views: Array<[string, PublicJwksView]>;
   storeState: StoreState;
+  /** The process's priority before server.ts lowered the main thread (API_THREAD_NICE): what a restarted thread restores. */
+  priority: ThreadPriority;
 }
 
 export type ToThread =
@@ -115,6 +118,8 @@ export async function startPublicThread(options: PublicThreadOptions): Promise<P
   let served = false;
   let restartTimer: NodeJS.Timeout | undefined;
   let storeState = options.storeState();
+  // Read before the first thread starts, hence before server.ts lowers the main thread (after listen()).
+  const priority = ownPriority();
 
   const send = (message: ToThread) => worker?.postMessage(message);
 
@@ -140,7 +145,7 @@ export async function startPublicThread(options: PublicThreadOptions): Promise<P
   /** Starts a thread; resolves with its URL once it listens, rejects if it fails first. */
   function start(): Promise<string> {
     storeState = options.storeState();
-    const current = spawn({ settings, views: [...options.views()].map(([set, view]) => [set, forThread(view)]), storeState });
+    const current = spawn({ settings, views: [...options.views()].map(([set, view]) => [set, forThread(view)]), storeState, priority });
     worker = current;
     const startedAt = Date.now();
     let listening = false;

@@ -10,14 +10,14 @@ import { nameThread, THREAD_NAMES } from './lib/thread-name.js';
 import { restoreOwnThread } from './lib/thread-priority.js';
 
 nameThread('thread-self', THREAD_NAMES.publicPort);
-// A thread restarted after the main thread was lowered (API_THREAD_NICE) inherits its nice value and policy.
-const inheritedNice = restoreOwnThread();
 
 const METRICS_INTERVAL_MS = 1000;
 const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 
 const port = parentPort!;
 const data = workerData as PublicThreadData;
+// A thread restarted after the main thread was lowered (API_THREAD_NICE) inherits its nice value and policy.
+const niceLeft = restoreOwnThread(data.priority);
 const post = (message: FromThread) => port.postMessage(message);
 
 const views = new Map<string, PublicJwksView>();
@@ -149,8 +149,8 @@ async function main(): Promise<void> {
   });
 
   const url = await app.listen({ port: settings.port, host: settings.host });
-  if (inheritedNice !== 0) {
-    log.warn({ nice: inheritedNice }, "public port thread runs at the main thread's lowered priority (API_THREAD_NICE): restarted after the main thread was lowered, and raising it back needs CAP_SYS_NICE; restart the process to restore it");
+  if (niceLeft !== data.priority.nice) {
+    log.warn({ nice: niceLeft, processNice: data.priority.nice }, "public port thread runs at the main thread's lowered priority (API_THREAD_NICE): restarted after the main thread was lowered, and raising it back needs CAP_SYS_NICE; restart the process to restore it");
   }
   post({ op: 'listening', url });
 }

@@ -56,21 +56,33 @@ export function lowerOwnThread(nice: number): { nice: number; batch: boolean } {
   return { nice: getPriority(), batch: tid !== undefined && setPolicy(tid, 'batch') };
 }
 
+export interface ThreadPriority {
+  nice: number;
+  batch: boolean;
+}
+
+/** The calling thread's nice value and whether it runs under SCHED_BATCH. */
+export function ownPriority(): ThreadPriority {
+  const tid = process.platform === 'linux' ? ownThreadId() : undefined;
+  return { nice: getPriority(), batch: tid !== undefined && policyOf(tid) === SCHED_BATCH };
+}
+
 /**
- * A thread started by a lowered thread inherits its nice value and SCHED_BATCH. Gives the calling thread
- * SCHED_OTHER again and tries nice 0, which an unprivileged process cannot restore: returns the nice value
- * the thread is left with (0 when nothing was inherited).
+ * A thread started by a lowered thread inherits its nice value and SCHED_BATCH. Gives the calling thread the
+ * priority `to` (what the process had before anything was lowered) again: the policy can always be switched
+ * back; a lower nice value only with CAP_SYS_NICE. Returns the nice value the thread is left with.
  */
-export function restoreOwnThread(): number {
-  if (process.platform !== 'linux') return 0;
+export function restoreOwnThread(to: ThreadPriority): number {
+  if (process.platform !== 'linux') return getPriority();
+  const now = ownPriority();
   const tid = ownThreadId();
-  if (tid !== undefined && policyOf(tid) === SCHED_BATCH) setPolicy(tid, 'other');
-  const nice = getPriority();
-  if (nice === 0) return 0;
-  try {
-    setPriority(0);
-  } catch {
-    // EACCES without CAP_SYS_NICE or a RLIMIT_NICE that allows it.
+  if (tid !== undefined && now.batch !== to.batch) setPolicy(tid, to.batch ? 'batch' : 'other');
+  if (now.nice > to.nice) {
+    try {
+      setPriority(to.nice);
+    } catch {
+      // EACCES without CAP_SYS_NICE or a RLIMIT_NICE that allows it.
+    }
   }
   return getPriority();
 }
