@@ -11,10 +11,10 @@
 // job ends. A round that finds any other number of threads (a V8 helper thread busy in every sample) is
 // repeated; after four, nothing is changed. Linux only; elsewhere the pool keeps the process's priority.
 import { pbkdf2 } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { setPriority } from 'node:os';
 import { nameThread, THREAD_NAMES } from '../lib/thread-name.js';
-import { setPolicy } from '../lib/thread-priority.js';
+import { setPolicy, threadStatFields } from '../lib/thread-priority.js';
 
 /** libuv's pool size: UV_THREADPOOL_SIZE when set (1-1024), else 4. */
 function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
@@ -24,16 +24,10 @@ function threadPoolSize(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 function runnableThreads(): number[] {
-  const out: number[] = [];
-  for (const tid of readdirSync('/proc/self/task')) {
-    try {
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      if (stat[stat.lastIndexOf(')') + 2] === 'R') out.push(Number(tid));
-    } catch {
-      // The thread exited between the listing and the read.
-    }
-  }
-  return out;
+  // A thread that exited between the listing and the read has no fields.
+  return readdirSync('/proc/self/task')
+    .map(Number)
+    .filter((tid) => threadStatFields(tid)?.[0] === 'R');
 }
 
 const SAMPLE_INTERVAL_MS = 2;

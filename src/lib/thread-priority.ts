@@ -20,9 +20,22 @@ export function setPolicy(tid: number, policy: Policy): boolean {
 }
 
 /** The calling thread's id (the process id on the main thread); undefined without /proc. */
-export function ownThreadId(): number | undefined {
+function ownThreadId(): number | undefined {
   try {
     return Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The fields of /proc/self/task/<tid>/stat from the state (field 3) on, at index 0 (the command name before it
+ * may contain spaces); undefined when the thread has exited or there is no /proc.
+ */
+export function threadStatFields(tid: number): string[] | undefined {
+  try {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   } catch {
     return undefined;
   }
@@ -31,21 +44,21 @@ export function ownThreadId(): number | undefined {
 /** SCHED_BATCH as /proc gives a thread's policy (field 41 of its stat). */
 const SCHED_BATCH = 3;
 
-function policyOf(tid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[38]);
-  } catch {
-    return undefined;
-  }
+function isBatch(tid: number | undefined): boolean {
+  return tid !== undefined && Number(threadStatFields(tid)?.[38]) === SCHED_BATCH;
+}
+
+export interface ThreadPriority {
+  nice: number;
+  batch: boolean;
 }
 
 /**
  * Gives the calling thread (the main thread: the internal API, key management, logs) `nice` and SCHED_BATCH, so
  * that on waking it waits for the running thread's slice instead of preempting a signature, then handles all
- * that arrived meanwhile. Returns the nice value it now has and whether its policy is SCHED_BATCH.
+ * that arrived meanwhile. Returns the priority it now has.
  */
-export function lowerOwnThread(nice: number): { nice: number; batch: boolean } {
+export function lowerOwnThread(nice: number): ThreadPriority {
   if (process.platform !== 'linux' || nice <= 0) return { nice: 0, batch: false };
   const tid = ownThreadId();
   try {
@@ -56,15 +69,9 @@ export function lowerOwnThread(nice: number): { nice: number; batch: boolean } {
   return { nice: getPriority(), batch: tid !== undefined && setPolicy(tid, 'batch') };
 }
 
-export interface ThreadPriority {
-  nice: number;
-  batch: boolean;
-}
-
 /** The calling thread's nice value and whether it runs under SCHED_BATCH. */
 export function ownPriority(): ThreadPriority {
-  const tid = process.platform === 'linux' ? ownThreadId() : undefined;
-  return { nice: getPriority(), batch: tid !== undefined && policyOf(tid) === SCHED_BATCH };
+  return { nice: getPriority(), batch: process.platform === 'linux' && isBatch(ownThreadId()) };
 }
 
 /**
@@ -74,10 +81,9 @@ export function ownPriority(): ThreadPriority {
  */
 export function restoreOwnThread(to: ThreadPriority): number {
   if (process.platform !== 'linux') return getPriority();
-  const now = ownPriority();
   const tid = ownThreadId();
-  if (tid !== undefined && now.batch !== to.batch) setPolicy(tid, to.batch ? 'batch' : 'other');
-  if (now.nice > to.nice) {
+  if (tid !== undefined && isBatch(tid) !== to.batch) setPolicy(tid, to.batch ? 'batch' : 'other');
+  if (getPriority() > to.nice) {
     try {
       setPriority(to.nice);
     } catch {
