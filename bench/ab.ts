@@ -15,10 +15,15 @@
 //                                                           first service's JWKS bytes (and its HTTP floor of an assertion)
 //         "fresh": true,                                    a fresh process per side before every run after the first
 //                                                           (warmed 1 s), as section 1 of the suite does
-//         "threads": true }                                 also prints, per side, each thread's CPU and run-queue wait
+//         "threads": true,                                  also prints, per side, each thread's CPU and run-queue wait
 //                                                           in µs per request (summed over the runs; from schedstat),
 //                                                           by thread name: main, jwks-public, sign-pool (libuv's pool),
 //                                                           node (V8's helper threads)
+//         "sched": true }                                   contention: records the loaded runs with `perf sched record`
+//                                                           (root) and prints, per side, how long the JWKS thread's and
+//                                                           the probe's wakeups waited for a CPU, by what was running on
+//                                                           the CPU they were woken onto, and how long each group's
+//                                                           threads ran before a switch (lib/sched-trace.ts)
 // assertions: POST /v1/assertions, 16 connections; jwks: GET /.well-known/jwks.json, 64 connections (close: with
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
@@ -31,6 +36,7 @@ import { probe } from './lib/probe.js';
 import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, threadTimes, waitHttp } from './lib/procs.js';
 import { startBareFastify } from './lib/bare.js';
 import { startRedis } from './lib/redis.js';
+import { schedTraceAvailable, type SchedRecording, serviceSched, startSchedRecord, stealMeter } from './lib/sched-trace.js';
 import { serviceEnv } from './lib/service-env.js';
 
 interface Options {
@@ -44,6 +50,7 @@ interface Options {
   bare?: boolean;
   fresh?: boolean;
   threads?: boolean;
+  sched?: boolean;
 }
 
 const opts = JSON.parse(process.argv[2] ?? '{}') as Options;
@@ -101,28 +108,60 @@ const jwks = (svc: (typeof services)[number], durationS: number): LoadSpec => ({
   ...(mode === 'close' ? { headers: { Connection: 'close' } } : {}),
 });
 
+/** The loaded runs' scheduler traces of one side: the JWKS thread's and the probe's waits for a CPU. */
+async function printSched(name: string, servicePid: number, alg: string, traces: string[]): Promise<void> {
+  const summary = await serviceSched(traces, servicePid);
+  const ms = (x: number) => x.toFixed(2);
+  for (const [label, rows] of Object.entries(summary.waits)) {
+    const all = rows.reduce((a, r) => a + r.wakeups, 0);
+    const over = rows.reduce((a, r) => a + r.over1Ms, 0);
+    console.log(`${alg} ${name} sched: ${label} woken ${all} times under load, ${over} (${((over / Math.max(1, all)) * 100).toFixed(1)}%) waited > 1 ms for a CPU; by what the CPU was running:`);
+    for (const r of rows.filter((x) => x.wakeups >= 10 || x.over1Ms > 0)) {
+      console.log(`    ${r.on.padEnd(45)} ${String(r.wakeups).padStart(6)} wakeups, ${String(r.over1Ms).padStart(4)} > 1 ms, p50 ${ms(r.p50Ms)} p99 ${ms(r.p99Ms)} max ${ms(r.maxMs)} ms`);
+    }
+  }
+  const runs = Object.entries(summary.runs).filter(([, r]) => r.switches >= 100).sort((a, b) => b[1].p90Ms - a[1].p90Ms);
+  console.log(`${alg} ${name} sched: how long threads ran before a switch (p50 / p90 / max ms): ${runs.map(([g, r]) => `${g} ${ms(r.p50Ms)} / ${ms(r.p90Ms)} / ${ms(r.maxMs)}`).join('; ')}`);
+}
+
 try {
   for (const alg of algs) {
     if (mode === 'contention') {
       for (const svc of services) await probe(`${svc.base}/.well-known/jwks.json`, 200, 1);
-      const p99 = new Map(services.map((s) => [s.name, { idle: [] as number[], load: [] as number[], rate: [] as number[] }]));
+      const sched = opts.sched && schedTraceAvailable();
+      if (opts.sched && !sched) console.log('sched: `perf sched record` is not available here (perf, root); runs without it');
+      const p99 = new Map(services.map((s) => [s.name, { idle: [] as number[], load: [] as number[], rate: [] as number[], steal: [] as number[], traces: [] as string[] }]));
       for (let i = 0; i < reps; i++) {
         for (const svc of services) {
           const idle = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
           const load = runLoad('wrk', signing(svc, alg, seconds + 1));
-          await sleep(500);
+          const trace = join(OUT, `${svc.name}-${alg}-${i + 1}.perf.data`);
+          const recording: SchedRecording | undefined = sched ? await startSchedRecord(trace) : undefined;
+          await sleep(recording ? 200 : 500);
+          const steal = stealMeter();
           const loaded = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
+          const stolen = steal();
+          await recording?.stop();
           const rate = (await load).rps;
           const r = p99.get(svc.name)!;
           r.idle.push(idle.p99Ms);
           r.load.push(loaded.p99Ms);
           r.rate.push(rate);
-          console.log(`${alg} #${i + 1} ${svc.name}: JWKS p99 idle ${idle.p99Ms.toFixed(2)} ms, under signing ${loaded.p99Ms.toFixed(2)} ms; ${Math.round(rate)} assertions/s`);
+          if (stolen !== undefined) r.steal.push(stolen);
+          if (recording) r.traces.push(trace);
+          console.log(
+            `${alg} #${i + 1} ${svc.name}: JWKS p99 idle ${idle.p99Ms.toFixed(2)} ms, under signing ${loaded.p99Ms.toFixed(2)} ms; ${Math.round(rate)} assertions/s` +
+              (stolen !== undefined ? `; steal ${(stolen * 100).toFixed(1)}%` : ''),
+          );
         }
       }
       for (const [name, r] of p99) {
-        console.log(`${alg} ${name} median: JWKS p99 idle ${median(r.idle).toFixed(2)} ms, under signing ${median(r.load).toFixed(2)} ms (${(median(r.load) / median(r.idle)).toFixed(2)}x), ${Math.round(median(r.rate))} assertions/s`);
+        console.log(
+          `${alg} ${name} median: JWKS p99 idle ${median(r.idle).toFixed(2)} ms, under signing ${median(r.load).toFixed(2)} ms (${(median(r.load) / median(r.idle)).toFixed(2)}x), ${Math.round(median(r.rate))} assertions/s` +
+            (r.steal.length ? `, steal ${(median(r.steal) * 100).toFixed(1)}% of CPU time under load` : ''),
+        );
       }
+      for (const svc of sched ? services : []) await printSched(svc.name, svc.proc.pid, alg, p99.get(svc.name)!.traces);
       continue;
     }
     const spec = (svc: (typeof services)[number], durationS: number) => (mode === 'assertions' ? signing(svc, alg, durationS) : jwks(svc, durationS));

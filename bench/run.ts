@@ -34,6 +34,7 @@ import { startBareFastify } from './lib/bare.js';
 import { type Probe, probe } from './lib/probe.js';
 import { type ProfileSummary, summarizeProfile } from './lib/profile.js';
 import { type RedisServer, startRedis, statsDelta, totalCommands } from './lib/redis.js';
+import { schedTraceAvailable, serviceSched, startSchedRecord, stealMeter } from './lib/sched-trace.js';
 import { renderChart, renderResults, type Results, type Target } from './lib/report.js';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -580,6 +581,7 @@ async function main(): Promise<void> {
       ];
       const byKey = new Map<string, Probe[]>(loads.map((l) => [l.key, []]));
       const signRates = new Map<string, number[]>();
+      const stealShares = new Map<string, number[]>();
       const signing = (svc: Service, alg: Alg, durationS: number): LoadSpec => ({ ...assertionLoad(API_TOKEN, setOf(alg), SIGN_CONNECTIONS), base: svc.internal, durationS });
       const warm = async (svc: Service) => {
         await probe(`${svc.base}/.well-known/jwks.json`, PROBE_RATE, 1);
@@ -602,14 +604,34 @@ async function main(): Promise<void> {
             load = runLoad(tool, signing(l.svc, l.alg, P.contentionS + 1));
             await sleep(500);
           }
+          const steal = stealMeter();
           const p = await probe(url, PROBE_RATE, P.contentionS);
+          const stolen = steal();
           const loaded = load ? await load : undefined;
           if (loaded) signRates.set(l.key, [...(signRates.get(l.key) ?? []), loaded.rps]);
+          if (stolen !== undefined) stealShares.set(l.key, [...(stealShares.get(l.key) ?? []), stolen]);
           byKey.get(l.key)!.push(p);
           log(`  ${l.key} #${r + 1}: JWKS p50 ${p.p50Ms.toFixed(2)} ms p99 ${p.p99Ms.toFixed(2)} ms (${p.requests} requests, ${p.errors} errors)${loaded ? `; ${Math.round(loaded.rps)} assertions/s` : ''}`);
         }
       }
       await stop(inMain.proc);
+      // One more run of each condition on the service, outside the medians, under the kernel's scheduler trace.
+      if (schedTraceAvailable()) {
+        const traced: Record<string, unknown> = {};
+        for (const l of loads.filter((x) => x.svc === full)) {
+          const file = join(OUT, `sched-${l.key.replace(/\W+/g, '-')}.perf.data`);
+          const load = l.alg ? runLoad(tool, signing(full, l.alg, P.contentionS + 1)) : undefined;
+          const recording = await startSchedRecord(file);
+          await sleep(200);
+          const p = await probe(`${full.base}/.well-known/jwks.json`, PROBE_RATE, P.contentionS);
+          await recording.stop();
+          const loaded = load ? await load : undefined;
+          traced[l.key] = { p99Ms: p.p99Ms, assertionsPerS: loaded?.rps, ...(await serviceSched([file], full.proc.pid)) };
+          rmSync(file, { force: true });
+          log(`  traced ${l.key}: JWKS p99 ${p.p99Ms.toFixed(2)} ms`);
+        }
+        results.sections.contentionTrace = traced;
+      } else log('  no scheduler trace: `perf sched record` is not available (perf from linux-perf, run as root)');
       results.sections.contention = Object.fromEntries(
         loads.map((l) => {
           const ps = byKey.get(l.key)!;
@@ -623,6 +645,7 @@ async function main(): Promise<void> {
               errors: ps.reduce((a, p) => a + p.errors, 0),
               assertionsPerS: signRates.has(l.key) ? median(signRates.get(l.key)!) : undefined,
               allP99: ps.map((p) => Number(p.p99Ms.toFixed(2))),
+              stealShare: stealShares.has(l.key) ? median(stealShares.get(l.key)!) : undefined,
             },
           ];
         }),

@@ -1,5 +1,6 @@
 // bench/RESULTS.md and bench/ratios.svg from one run's results.
 import type { ProfileSummary } from './profile.js';
+import type { SchedSummary } from './sched-trace.js';
 
 export interface Target {
   name: string;
@@ -287,7 +288,9 @@ export function renderResults(r: Results, notes?: string): string {
     }
   }
 
-  const c = r.sections.contention as Record<string, { p50Ms: number; p99Ms: number; maxMs: number; requests: number; errors: number; assertionsPerS?: number; allP99: number[] }> | undefined;
+  const c = r.sections.contention as
+    | Record<string, { p50Ms: number; p99Ms: number; maxMs: number; requests: number; errors: number; assertionsPerS?: number; allP99: number[]; stealShare?: number }>
+    | undefined;
   if (c) {
     out.push('## 3b. JWKS latency while assertions are signed at full rate');
     out.push('');
@@ -305,15 +308,19 @@ export function renderResults(r: Results, notes?: string): string {
     };
     out.push(
       table(
-        ['condition', 'JWKS p50 ms', 'JWKS p99 ms', 'p99 runs', 'p99 vs idle', 'max ms', 'assertions/s meanwhile', 'probe requests', 'errors'],
+        ['condition', 'JWKS p50 ms', 'JWKS p99 ms', 'p99 runs', 'p99 vs idle', 'max ms', 'assertions/s meanwhile', 'probe requests', 'errors', 'CPU time stolen by the host'],
         Object.entries(c).map(([k, v]) => {
           const idle = idleOf(k);
-          return [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors)];
+          const steal = v.stealShare === undefined ? '-' : `${(v.stealShare * 100).toFixed(1)}%`;
+          return [k, n2(v.p50Ms), n2(v.p99Ms), v.allP99.join(' / '), idle ? n2(v.p99Ms / idle) : '-', n2(v.maxMs), n0(v.assertionsPerS), String(v.requests), String(v.errors), steal];
         }),
       ),
     );
     out.push('');
   }
+
+  const trace = r.sections.contentionTrace as Record<string, SchedSummary & { p99Ms: number; assertionsPerS?: number }> | undefined;
+  if (trace) out.push(...schedSection(trace));
 
   if (jwks || a) {
     out.push('## 4. Redis commands per request');
@@ -469,4 +476,38 @@ export function renderResults(r: Results, notes?: string): string {
   out.push('```');
   out.push('');
   return out.join('\n');
+}
+
+/** 3c: the traced run of each contention condition (bench/lib/sched-trace.ts). */
+function schedSection(trace: Record<string, SchedSummary & { p99Ms: number; assertionsPerS?: number }>): string[] {
+  const out = ['## 3c. Where the probe waits: the scheduler trace of one more run per condition', ''];
+  out.push(
+    'One more run of each condition on the service (not in the medians above), recorded with `perf sched record`. A JWKS request of the probe needs three wakeups: ' +
+      "the probe's timer (its thread in the harness process), the service's `jwks-public` thread on the request, and the probe again on the answer. " +
+      'Each row counts the wakeups of one of the two watched threads by what was running on the CPU it was woken onto, and how long each waited for that or another CPU ' +
+      '(from `sched_waking` to the switch that ran it). A wait over 1 ms is one that did not preempt the running thread and waited for it to leave the CPU or for the next scheduler tick.',
+  );
+  out.push('');
+  for (const [condition, t] of Object.entries(trace)) {
+    const rows: string[][] = [];
+    for (const [thread, waits] of Object.entries(t.waits)) {
+      const all = waits.reduce((a, w) => a + w.wakeups, 0);
+      const over = waits.reduce((a, w) => a + w.over1Ms, 0);
+      rows.push([`**${thread}**`, '**all**', n0(all), `**${over} (${((over / Math.max(1, all)) * 100).toFixed(1)}%)**`, '', '', '']);
+      for (const w of waits.filter((x) => x.wakeups >= 20 || x.over1Ms > 0)) {
+        rows.push([thread, w.on, n0(w.wakeups), `${w.over1Ms} (${((w.over1Ms / w.wakeups) * 100).toFixed(1)}%)`, n2(w.p50Ms), n2(w.p99Ms), n2(w.maxMs)]);
+      }
+    }
+    out.push(`**${condition}** (JWKS p99 of this run ${n2(t.p99Ms)} ms${t.assertionsPerS ? `, ${n0(t.assertionsPerS)} assertions/s meanwhile` : ''}):`);
+    out.push('');
+    out.push(table(['woken thread', 'running on the CPU it was woken onto', 'wakeups', 'waited > 1 ms', 'wait p50 ms', 'wait p99 ms', 'max ms'], rows));
+    out.push('');
+    const runs = Object.entries(t.runs)
+      .filter(([, x]) => x.switches >= 100)
+      .sort((a, b) => b[1].p90Ms - a[1].p90Ms)
+      .map(([g, x]) => `${g} ${n2(x.p50Ms)} / ${n2(x.p90Ms)} / ${n2(x.maxMs)}`);
+    out.push(`How long threads ran before being switched out (p50 / p90 / max ms): ${runs.join('; ')}.`);
+    out.push('');
+  }
+  return out;
 }

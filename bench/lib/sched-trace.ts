@@ -1,0 +1,186 @@
+// The kernel scheduler's view of a latency tail (Linux, `perf sched record`: needs perf and access to the sched
+// tracepoints, as root). For watched threads, each wakeup's wait for a CPU (from sched_waking to the switch that
+// runs the thread), grouped by what was running on the CPU the thread was woken onto; and how long the threads
+// of each group ran before they were switched out. bench/ab.ts's "sched" option records the loaded runs of its
+// contention mode with it.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { readFileSync } from 'node:fs';
+import { sleep } from './procs.js';
+
+/** The value at quantile q of sorted values (nearest rank), as the probe computes its p99. */
+function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+}
+
+/** All CPUs' time counters of /proc/stat (ticks): [total, steal]. */
+function cpuTicks(): [number, number] {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
+  return [fields.reduce((a, b) => a + b, 0), fields[7] ?? 0];
+}
+
+/**
+ * Starts counting the CPU time the hypervisor took from this virtual machine (steal, /proc/stat); the returned
+ * function gives it as a share of all CPU time since. 0 on bare metal; undefined without /proc.
+ */
+export function stealMeter(): () => number | undefined {
+  try {
+    const [total0, steal0] = cpuTicks();
+    return () => {
+      const [total, steal] = cpuTicks();
+      return total > total0 ? (steal - steal0) / (total - total0) : 0;
+    };
+  } catch {
+    return () => undefined;
+  }
+}
+
+/** True when `perf sched record` can trace the whole machine here. */
+export function schedTraceAvailable(): boolean {
+  const r = spawnSync('perf', ['sched', 'record', '-o', '/dev/null', '--', 'true'], { stdio: 'ignore', timeout: 20_000 });
+  return r.status === 0;
+}
+
+export interface SchedRecording {
+  /** Stops recording; resolves once perf has written `file`. */
+  stop(): Promise<void>;
+}
+
+/** Records the scheduler events of all CPUs to `file` until stopped. */
+export async function startSchedRecord(file: string): Promise<SchedRecording> {
+  const perf: ChildProcess = spawn('perf', ['sched', 'record', '-q', '-o', file], { stdio: 'ignore' });
+  const exited = new Promise<void>((resolve) => perf.on('exit', () => resolve()));
+  // perf opens its events in well under this; the caller's load settles meanwhile anyway.
+  await sleep(300);
+  return {
+    async stop() {
+      perf.kill('SIGINT');
+      await exited;
+    },
+  };
+}
+
+export interface Task {
+  pid: number;
+  tid: number;
+  comm: string;
+}
+
+export interface WaitRow {
+  /** What was running on the CPU the watched thread was woken onto (a group of `classify`). */
+  on: string;
+  wakeups: number;
+  over1Ms: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+export interface SchedSummary {
+  /** Per watched thread (its label), its waits by what it was woken behind, most frequent first. */
+  waits: Record<string, WaitRow[]>;
+  /** Per group, how long its threads ran before a switch (p50, p90, max ms). */
+  runs: Record<string, { switches: number; p50Ms: number; p90Ms: number; maxMs: number }>;
+}
+
+/**
+ * The JWKS thread's and the probe's waits (the probe runs on this process's main thread), with the threads on
+ * the machine grouped as the service's (main, jwks-public, sign-pool, V8 helpers), this process's, wrk, Redis.
+ */
+export function serviceSched(files: string[], servicePid: number): Promise<SchedSummary> {
+  const classify = (t: Task): string => {
+    if (t.tid === 0) return 'idle CPU';
+    if (t.pid === servicePid) {
+      if (t.tid === servicePid) return 'service main thread';
+      if (t.comm === 'jwks-public' || t.comm === 'sign-pool') return t.comm;
+      return 'service V8 helpers';
+    }
+    if (t.pid === process.pid) return t.tid === process.pid ? 'probe (harness main thread)' : 'harness V8 helpers';
+    if (t.comm === 'wrk' || t.comm === 'redis-server') return t.comm;
+    return 'other';
+  };
+  const watch = (t: Task) => (t.pid === servicePid && t.comm === 'jwks-public' ? 'jwks-public' : t.tid === process.pid ? 'probe' : undefined);
+  return summarizeSched(files, classify, watch);
+}
+
+const LINE = /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+sched:(sched_switch|sched_waking):\s+(.*)$/;
+const SWITCH = /^prev_comm=(.*) prev_pid=(\d+) prev_prio=\d+ prev_state=\S+ ==> next_comm=(.*) next_pid=(\d+) next_prio=\d+$/;
+const WAKING = /^comm=(.*) pid=(\d+) prio=\d+ target_cpu=(\d+)$/;
+
+/**
+ * Reads a `perf sched record` file. `classify` names a thread's group (for "what was running"); `watch` gives a
+ * label to the threads whose waits are wanted, undefined for the others.
+ */
+export async function summarizeSched(files: string[], classify: (t: Task) => string, watch: (t: Task) => string | undefined): Promise<SchedSummary> {
+  const waits = new Map<string, Map<string, number[]>>();
+  const runs = new Map<string, number[]>();
+  for (const file of files) await readTrace(file, classify, watch, waits, runs);
+  const summary: SchedSummary = { waits: {}, runs: {} };
+  for (const [label, byBehind] of waits) {
+    const rows = [...byBehind].map(([on, ms]): WaitRow => {
+      ms.sort((a, b) => a - b);
+      return { on, wakeups: ms.length, over1Ms: ms.filter((x) => x > 1).length, p50Ms: quantile(ms, 0.5), p99Ms: quantile(ms, 0.99), maxMs: ms.at(-1)! };
+    });
+    summary.waits[label] = rows.sort((a, b) => b.wakeups - a.wakeups);
+  }
+  for (const [group, ms] of runs) {
+    ms.sort((a, b) => a - b);
+    summary.runs[group] = { switches: ms.length, p50Ms: quantile(ms, 0.5), p90Ms: quantile(ms, 0.9), maxMs: ms.at(-1)! };
+  }
+  return summary;
+}
+
+async function readTrace(
+  file: string,
+  classify: (t: Task) => string,
+  watch: (t: Task) => string | undefined,
+  waits: Map<string, Map<string, number[]>>,
+  runs: Map<string, number[]>,
+): Promise<void> {
+  const perf = spawn('perf', ['script', '-i', file, '-F', 'pid,tid,cpu,time,event,trace'], { stdio: ['ignore', 'pipe', 'ignore'] });
+  const pidOf = new Map<number, number>([[0, 0]]);
+  const commOf = new Map<number, string>();
+  const running = new Map<number, { tid: number; since: number }>();
+  const pending = new Map<number, { at: number; cpu: number; behind: number }>();
+  const task = (tid: number): Task => ({ pid: pidOf.get(tid) ?? -1, tid, comm: commOf.get(tid) ?? '?' });
+  for await (const line of createInterface({ input: perf.stdout! })) {
+    const m = LINE.exec(line);
+    if (!m) continue;
+    const [pid, tid, cpu, at] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4]) * 1000];
+    pidOf.set(tid, pid);
+    if (m[5] === 'sched_switch') {
+      const s = SWITCH.exec(m[6]!);
+      if (!s) continue;
+      const [prev, next] = [Number(s[2]), Number(s[4])];
+      commOf.set(prev, s[1]!);
+      commOf.set(next, s[3]!);
+      const was = running.get(cpu);
+      if (was && was.tid === prev) {
+        const group = classify(task(prev));
+        const list = runs.get(group) ?? [];
+        list.push(at - was.since);
+        runs.set(group, list);
+      }
+      running.set(cpu, { tid: next, since: at });
+      const woken = pending.get(next);
+      if (woken) {
+        pending.delete(next);
+        const label = watch(task(next));
+        if (label) {
+          const behind = classify(task(woken.behind)) + (woken.cpu === cpu ? '' : ' (then ran on another CPU)');
+          const byBehind = waits.get(label) ?? new Map<string, number[]>();
+          const list = byBehind.get(behind) ?? [];
+          list.push(at - woken.at);
+          byBehind.set(behind, list);
+          waits.set(label, byBehind);
+        }
+      }
+    } else {
+      const w = WAKING.exec(m[6]!);
+      if (!w) continue;
+      const [wokenTid, target] = [Number(w[2]), Number(w[3])];
+      commOf.set(wokenTid, w[1]!);
+      pending.set(wokenTid, { at, cpu: target, behind: running.get(target)?.tid ?? 0 });
+    }
+  }
+}
