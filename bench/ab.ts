@@ -28,7 +28,7 @@
 // Connection: close); contention: JWKS p99 at 200 req/s alone, then while assertions are signed at full rate.
 // Prints each run, then medians: req/s, the service's CPU µs per request and wrk's p99.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { assertionLoad, type LoadSpec, runLoad } from './lib/load.js';
@@ -135,13 +135,19 @@ try {
         for (const svc of services) {
           const idle = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
           const load = runLoad('wrk', signing(svc, alg, seconds + 1));
+          load.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
           const trace = join(OUT, `${svc.name}-${alg}-${i + 1}.perf.data`);
           const recording: SchedRecording | undefined = sched ? await startSchedRecord(trace) : undefined;
-          await sleep(recording ? 200 : 500);
-          const steal = stealMeter();
-          const loaded = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
-          const stolen = steal();
-          await recording?.stop();
+          let loaded: Awaited<ReturnType<typeof probe>>;
+          let stolen: number | undefined;
+          try {
+            await sleep(recording ? 200 : 500);
+            const steal = stealMeter();
+            loaded = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
+            stolen = steal();
+          } finally {
+            await recording?.stop();
+          }
           const rate = (await load).rps;
           const r = p99.get(svc.name)!;
           r.idle.push(idle.p99Ms);
@@ -161,7 +167,11 @@ try {
             (r.steal.length ? `, steal ${(median(r.steal) * 100).toFixed(1)}% of CPU time under load` : ''),
         );
       }
-      for (const svc of sched ? services : []) await printSched(svc.name, svc.proc.pid, alg, p99.get(svc.name)!.traces);
+      for (const svc of sched ? services : []) {
+        const traces = p99.get(svc.name)!.traces;
+        await printSched(svc.name, svc.proc.pid, alg, traces);
+        for (const file of traces) rmSync(file, { force: true });
+      }
       continue;
     }
     const spec = (svc: (typeof services)[number], durationS: number) => (mode === 'assertions' ? signing(svc, alg, durationS) : jwks(svc, durationS));

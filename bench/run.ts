@@ -616,21 +616,34 @@ async function main(): Promise<void> {
       }
       await stop(inMain.proc);
       // One more run of each condition on the service, outside the medians, under the kernel's scheduler trace.
-      if (schedTraceAvailable()) {
-        const traced: Record<string, unknown> = {};
-        for (const l of loads.filter((x) => x.svc === full)) {
-          const file = join(OUT, `sched-${l.key.replace(/\W+/g, '-')}.perf.data`);
-          const load = l.alg ? runLoad(tool, signing(full, l.alg, P.contentionS + 1)) : undefined;
+      const traceRun = async (key: string, alg: Alg | undefined) => {
+        const file = join(OUT, `sched-${key.replace(/\W+/g, '-')}.perf.data`);
+        const load = alg ? runLoad(tool, signing(full, alg, P.contentionS + 1)) : undefined;
+        load?.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
+        try {
           const recording = await startSchedRecord(file);
-          await sleep(200);
-          const p = await probe(`${full.base}/.well-known/jwks.json`, PROBE_RATE, P.contentionS);
-          await recording.stop();
+          let p: Probe;
+          try {
+            await sleep(200);
+            p = await probe(`${full.base}/.well-known/jwks.json`, PROBE_RATE, P.contentionS);
+          } finally {
+            await recording.stop();
+          }
           const loaded = load ? await load : undefined;
-          traced[l.key] = { p99Ms: p.p99Ms, assertionsPerS: loaded?.rps, ...(await serviceSched([file], full.proc.pid)) };
+          log(`  traced ${key}: JWKS p99 ${p.p99Ms.toFixed(2)} ms`);
+          return { p99Ms: p.p99Ms, assertionsPerS: loaded?.rps, ...(await serviceSched([file], full.proc.pid)) };
+        } finally {
           rmSync(file, { force: true });
-          log(`  traced ${l.key}: JWKS p99 ${p.p99Ms.toFixed(2)} ms`);
         }
-        results.sections.contentionTrace = traced;
+      };
+      if (schedTraceAvailable()) {
+        try {
+          const traced: Record<string, unknown> = {};
+          for (const l of loads.filter((x) => x.svc === full)) traced[l.key] = await traceRun(l.key, l.alg);
+          results.sections.contentionTrace = traced;
+        } catch (err) {
+          log(`  no scheduler trace: ${err instanceof Error ? err.message : String(err)}`);
+        }
       } else log('  no scheduler trace: `perf sched record` is not available (perf from linux-perf, run as root)');
       results.sections.contention = Object.fromEntries(
         loads.map((l) => {

@@ -1,11 +1,10 @@
 // The kernel scheduler's view of a latency tail (Linux, `perf sched record`: needs perf and access to the sched
 // tracepoints, as root). For watched threads, each wakeup's wait for a CPU (from sched_waking to the switch that
 // runs the thread), grouped by what was running on the CPU the thread was woken onto; and how long the threads
-// of each group ran before they were switched out. bench/ab.ts's "sched" option records the loaded runs of its
-// contention mode with it.
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+// of each group ran before they were switched out. bench/run.ts (section 3c) and bench/ab.ts's "sched" option use it.
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { readFileSync } from 'node:fs';
 import { sleep } from './procs.js';
 
 /** The value at quantile q of sorted values (nearest rank), as the probe computes its p99. */
@@ -13,7 +12,7 @@ function quantile(sorted: number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
 }
 
-/** All CPUs' time counters of /proc/stat (ticks): [total, steal]. */
+/** All CPUs' time counters of /proc/stat (ticks; guest time is already in user and nice): [total, steal]. */
 function cpuTicks(): [number, number] {
   const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1, 9).map(Number);
   return [fields.reduce((a, b) => a + b, 0), fields[7] ?? 0];
@@ -24,15 +23,20 @@ function cpuTicks(): [number, number] {
  * function gives it as a share of all CPU time since. 0 on bare metal; undefined without /proc.
  */
 export function stealMeter(): () => number | undefined {
+  let start: [number, number];
   try {
-    const [total0, steal0] = cpuTicks();
-    return () => {
-      const [total, steal] = cpuTicks();
-      return total > total0 ? (steal - steal0) / (total - total0) : 0;
-    };
+    start = cpuTicks();
   } catch {
     return () => undefined;
   }
+  return () => {
+    try {
+      const [total, steal] = cpuTicks();
+      return total > start[0] ? (steal - start[1]) / (total - start[0]) : 0;
+    } catch {
+      return undefined;
+    }
+  };
 }
 
 /** True when `perf sched record` can trace the whole machine here. */
@@ -42,22 +46,47 @@ export function schedTraceAvailable(): boolean {
 }
 
 export interface SchedRecording {
-  /** Stops recording; resolves once perf has written `file`. */
+  /** Stops recording; resolves once perf has written its file, rejects when perf failed. */
   stop(): Promise<void>;
 }
 
-/** Records the scheduler events of all CPUs to `file` until stopped. */
+/** Recordings still running, stopped if the harness exits first: a system-wide perf left behind fills the disk. */
+const recordings = new Set<() => void>();
+process.on('exit', () => {
+  for (const kill of recordings) kill();
+});
+
+/** Records the scheduler events of all CPUs to `file` until stopped; rejects when perf does not start. */
 export async function startSchedRecord(file: string): Promise<SchedRecording> {
-  const perf: ChildProcess = spawn('perf', ['sched', 'record', '-q', '-o', file], { stdio: 'ignore' });
-  const exited = new Promise<void>((resolve) => perf.on('exit', () => resolve()));
-  // perf opens its events in well under this; the caller's load settles meanwhile anyway.
-  await sleep(300);
-  return {
-    async stop() {
-      perf.kill('SIGINT');
-      await exited;
-    },
+  rmSync(file, { force: true });
+  rmSync(`${file}.old`, { force: true });
+  const perf = spawn('perf', ['sched', 'record', '-q', '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  perf.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  // perf stops cleanly on SIGINT and then exits 0, 130 or with the signal itself.
+  const exited = new Promise<string | undefined>((resolve) => {
+    perf.on('error', (err) => resolve(err.message));
+    perf.on('exit', (code, signal) => resolve(code === 0 || code === 130 || signal === 'SIGINT' ? undefined : `exited (${code ?? signal})`));
+  });
+  const kill = () => perf.kill('SIGINT');
+  recordings.add(kill);
+  const stop = async () => {
+    kill();
+    const why = await exited;
+    recordings.delete(kill);
+    if (why) throw new Error(`perf sched record -o ${file}: ${why}${stderr ? `: ${stderr.trim()}` : ''}`);
   };
+  // perf writes the file's header once its events are open.
+  const deadline = Date.now() + 10_000;
+  while (!(existsSync(file) && statSync(file).size > 0)) {
+    if (perf.exitCode !== null || perf.signalCode !== null || Date.now() > deadline) {
+      await stop();
+      throw new Error(`perf sched record -o ${file}: did not start${stderr ? `: ${stderr.trim()}` : ''}`);
+    }
+    await sleep(50);
+  }
+  await sleep(100);
+  return { stop };
 }
 
 export interface Task {
@@ -90,6 +119,7 @@ export interface SchedSummary {
 export function serviceSched(files: string[], servicePid: number): Promise<SchedSummary> {
   const classify = (t: Task): string => {
     if (t.tid === 0) return 'idle CPU';
+    if (t.tid < 0) return 'unknown (before the trace)';
     if (t.pid === servicePid) {
       if (t.tid === servicePid) return 'service main thread';
       if (t.comm === 'jwks-public' || t.comm === 'sign-pool') return t.comm;
@@ -97,24 +127,30 @@ export function serviceSched(files: string[], servicePid: number): Promise<Sched
     }
     if (t.pid === process.pid) return t.tid === process.pid ? 'probe (harness main thread)' : 'harness V8 helpers';
     if (t.comm === 'wrk' || t.comm === 'redis-server') return t.comm;
-    return 'other';
+    return 'other (perf included)';
   };
-  const watch = (t: Task) => (t.pid === servicePid && t.comm === 'jwks-public' ? 'jwks-public' : t.tid === process.pid ? 'probe' : undefined);
-  return summarizeSched(files, classify, watch);
+  const watch = (t: Task) => (t.comm === 'jwks-public' && t.pid === servicePid ? 'jwks-public' : t.tid === process.pid ? 'probe' : undefined);
+  return summarizeSched(files, classify, watch, threadsOf(servicePid));
 }
 
-const LINE = /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+sched:(sched_switch|sched_waking):\s+(.*)$/;
-const SWITCH = /^prev_comm=(.*) prev_pid=(\d+) prev_prio=\d+ prev_state=\S+ ==> next_comm=(.*) next_pid=(\d+) next_prio=\d+$/;
-const WAKING = /^comm=(.*) pid=(\d+) prio=\d+ target_cpu=(\d+)$/;
+/** A running process's threads (their process id is known before they show in the trace). */
+function threadsOf(pid: number): Map<number, number> {
+  try {
+    return new Map(readdirSync(`/proc/${pid}/task`).map((tid) => [Number(tid), pid]));
+  } catch {
+    return new Map();
+  }
+}
 
 /**
- * Reads a `perf sched record` file. `classify` names a thread's group (for "what was running"); `watch` gives a
- * label to the threads whose waits are wanted, undefined for the others.
+ * Reads `perf sched record` files. `classify` names a thread's group (for "what was running"); `watch` gives a
+ * label to the threads whose waits are wanted, undefined for the others. `knownPids` maps thread ids to process
+ * ids ahead of the trace (a thread's process is otherwise learned from the first event it runs).
  */
-export async function summarizeSched(files: string[], classify: (t: Task) => string, watch: (t: Task) => string | undefined): Promise<SchedSummary> {
+export async function summarizeSched(files: string[], classify: (t: Task) => string, watch: (t: Task) => string | undefined, knownPids = new Map<number, number>()): Promise<SchedSummary> {
   const waits = new Map<string, Map<string, number[]>>();
   const runs = new Map<string, number[]>();
-  for (const file of files) await readTrace(file, classify, watch, waits, runs);
+  for (const file of files) await readTrace(file, classify, watch, waits, runs, knownPids);
   const summary: SchedSummary = { waits: {}, runs: {} };
   for (const [label, byBehind] of waits) {
     const rows = [...byBehind].map(([on, ms]): WaitRow => {
@@ -130,20 +166,34 @@ export async function summarizeSched(files: string[], classify: (t: Task) => str
   return summary;
 }
 
+const LINE = /^\s*(\d+)\/(\d+)\s+\[(\d+)\]\s+([\d.]+):\s+sched:(sched_switch|sched_waking|sched_migrate_task):\s+(.*)$/;
+const SWITCH = /^prev_comm=(.*) prev_pid=(\d+) prev_prio=-?\d+ prev_state=\S+ ==> next_comm=(.*) next_pid=(\d+) next_prio=-?\d+$/;
+const WAKING = /^comm=(.*) pid=(\d+) prio=-?\d+ target_cpu=(\d+)$/;
+const MIGRATE = /^comm=(.*) pid=(\d+) prio=-?\d+ orig_cpu=(\d+) dest_cpu=(\d+)$/;
+
 async function readTrace(
   file: string,
   classify: (t: Task) => string,
   watch: (t: Task) => string | undefined,
   waits: Map<string, Map<string, number[]>>,
   runs: Map<string, number[]>,
+  knownPids: Map<number, number>,
 ): Promise<void> {
-  const perf = spawn('perf', ['script', '-i', file, '-F', 'pid,tid,cpu,time,event,trace'], { stdio: ['ignore', 'pipe', 'ignore'] });
-  const pidOf = new Map<number, number>([[0, 0]]);
+  const perf = spawn('perf', ['script', '-i', file, '-F', 'pid,tid,cpu,time,event,trace'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  perf.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => {
+    perf.on('error', () => resolve(-1));
+    perf.on('exit', (code) => resolve(code));
+  });
+  const pidOf = new Map<number, number>([[0, 0], ...knownPids]);
   const commOf = new Map<number, string>();
   const running = new Map<number, { tid: number; since: number }>();
+  // A wakeup not yet followed by the switch that runs the thread: when, onto which CPU, behind which thread.
   const pending = new Map<number, { at: number; cpu: number; behind: number }>();
   const task = (tid: number): Task => ({ pid: pidOf.get(tid) ?? -1, tid, comm: commOf.get(tid) ?? '?' });
-  for await (const line of createInterface({ input: perf.stdout! })) {
+  let switches = 0;
+  for await (const line of createInterface({ input: perf.stdout })) {
     const m = LINE.exec(line);
     if (!m) continue;
     const [pid, tid, cpu, at] = [Number(m[1]), Number(m[2]), Number(m[3]), Number(m[4]) * 1000];
@@ -151,6 +201,7 @@ async function readTrace(
     if (m[5] === 'sched_switch') {
       const s = SWITCH.exec(m[6]!);
       if (!s) continue;
+      switches += 1;
       const [prev, next] = [Number(s[2]), Number(s[4])];
       commOf.set(prev, s[1]!);
       commOf.set(next, s[3]!);
@@ -161,6 +212,8 @@ async function readTrace(
         list.push(at - was.since);
         runs.set(group, list);
       }
+      // A wakeup seen while the thread was still on a CPU (about to sleep) did not make it wait for one.
+      pending.delete(prev);
       running.set(cpu, { tid: next, since: at });
       const woken = pending.get(next);
       if (woken) {
@@ -175,12 +228,22 @@ async function readTrace(
           waits.set(label, byBehind);
         }
       }
-    } else {
+    } else if (m[5] === 'sched_waking') {
       const w = WAKING.exec(m[6]!);
       if (!w) continue;
-      const [wokenTid, target] = [Number(w[2]), Number(w[3])];
+      const wokenTid = Number(w[2]);
       commOf.set(wokenTid, w[1]!);
-      pending.set(wokenTid, { at, cpu: target, behind: running.get(target)?.tid ?? 0 });
+      // target_cpu is the CPU it last ran on; a migration that follows (the wakeup's CPU choice) moves it.
+      if (!pending.has(wokenTid)) pending.set(wokenTid, { at, cpu: Number(w[3]), behind: running.get(Number(w[3]))?.tid ?? -1 });
+    } else {
+      const g = MIGRATE.exec(m[6]!);
+      const woken = g ? pending.get(Number(g[2])) : undefined;
+      if (g && woken) {
+        woken.cpu = Number(g[4]);
+        woken.behind = running.get(woken.cpu)?.tid ?? -1;
+      }
     }
   }
+  const code = await exited;
+  if (code !== 0 || switches === 0) throw new Error(`perf script -i ${file}: ${code !== 0 ? `exit ${code}` : 'no sched_switch event in the expected format'}${stderr ? `: ${stderr.trim().slice(0, 500)}` : ''}`);
 }
