@@ -36,7 +36,7 @@ import { probe } from './lib/probe.js';
 import { cpuMicrosOf, freePort, median, sleep, type Spawned, spawnLogged, stop, stopAll, threadTimes, waitHttp } from './lib/procs.js';
 import { startBareFastify } from './lib/bare.js';
 import { startRedis } from './lib/redis.js';
-import { schedTraceAvailable, type SchedRecording, serviceSched, startSchedRecord, stealMeter } from './lib/sched-trace.js';
+import { observe, schedTraceAvailable, serviceSched } from './lib/sched-trace.js';
 import { serviceEnv } from './lib/service-env.js';
 
 interface Options {
@@ -136,25 +136,17 @@ try {
           const idle = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
           const load = runLoad('wrk', signing(svc, alg, seconds + 1));
           load.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
-          const trace = join(OUT, `${svc.name}-${alg}-${i + 1}.perf.data`);
-          const recording: SchedRecording | undefined = sched ? await startSchedRecord(trace) : undefined;
-          let loaded: Awaited<ReturnType<typeof probe>>;
-          let stolen: number | undefined;
-          try {
-            await sleep(recording ? 200 : 500);
-            const steal = stealMeter();
-            loaded = await probe(`${svc.base}/.well-known/jwks.json`, 200, seconds);
-            stolen = steal();
-          } finally {
-            await recording?.stop();
-          }
+          // Recording starts after the load has settled; perf itself takes ~150 ms to start.
+          await sleep(sched ? 200 : 500);
+          const trace = sched ? join(OUT, `${svc.name}-${alg}-${i + 1}.perf.data`) : undefined;
+          const { result: loaded, steal: stolen } = await observe(() => probe(`${svc.base}/.well-known/jwks.json`, 200, seconds), trace);
           const rate = (await load).rps;
           const r = p99.get(svc.name)!;
           r.idle.push(idle.p99Ms);
           r.load.push(loaded.p99Ms);
           r.rate.push(rate);
           if (stolen !== undefined) r.steal.push(stolen);
-          if (recording) r.traces.push(trace);
+          if (trace) r.traces.push(trace);
           console.log(
             `${alg} #${i + 1} ${svc.name}: JWKS p99 idle ${idle.p99Ms.toFixed(2)} ms, under signing ${loaded.p99Ms.toFixed(2)} ms; ${Math.round(rate)} assertions/s` +
               (stolen !== undefined ? `; steal ${(stolen * 100).toFixed(1)}%` : ''),

@@ -34,7 +34,7 @@ import { startBareFastify } from './lib/bare.js';
 import { type Probe, probe } from './lib/probe.js';
 import { type ProfileSummary, summarizeProfile } from './lib/profile.js';
 import { type RedisServer, startRedis, statsDelta, totalCommands } from './lib/redis.js';
-import { schedTraceAvailable, serviceSched, startSchedRecord, stealMeter } from './lib/sched-trace.js';
+import { observe, schedTraceAvailable, serviceSched } from './lib/sched-trace.js';
 import { renderChart, renderResults, type Results, type Target } from './lib/report.js';
 
 const BENCH = dirname(fileURLToPath(import.meta.url));
@@ -604,9 +604,7 @@ async function main(): Promise<void> {
             load = runLoad(tool, signing(l.svc, l.alg, P.contentionS + 1));
             await sleep(500);
           }
-          const steal = stealMeter();
-          const p = await probe(url, PROBE_RATE, P.contentionS);
-          const stolen = steal();
+          const { result: p, steal: stolen } = await observe(() => probe(url, PROBE_RATE, P.contentionS));
           const loaded = load ? await load : undefined;
           if (loaded) signRates.set(l.key, [...(signRates.get(l.key) ?? []), loaded.rps]);
           if (stolen !== undefined) stealShares.set(l.key, [...(stealShares.get(l.key) ?? []), stolen]);
@@ -621,14 +619,8 @@ async function main(): Promise<void> {
         const load = alg ? runLoad(tool, signing(full, alg, P.contentionS + 1)) : undefined;
         load?.catch(() => undefined); // awaited below; not an unhandled rejection meanwhile
         try {
-          const recording = await startSchedRecord(file);
-          let p: Probe;
-          try {
-            await sleep(200);
-            p = await probe(`${full.base}/.well-known/jwks.json`, PROBE_RATE, P.contentionS);
-          } finally {
-            await recording.stop();
-          }
+          await sleep(200);
+          const { result: p } = await observe(() => probe(`${full.base}/.well-known/jwks.json`, PROBE_RATE, P.contentionS), file);
           const loaded = load ? await load : undefined;
           log(`  traced ${key}: JWKS p99 ${p.p99Ms.toFixed(2)} ms`);
           return { p99Ms: p.p99Ms, assertionsPerS: loaded?.rps, ...(await serviceSched([file], full.proc.pid)) };

@@ -1,5 +1,6 @@
 // A paced latency probe: GET `url` at a fixed rate over keep-alive connections, for p50/p99 under other load.
 import { Agent, request as httpRequest } from 'node:http';
+import { quantile } from './procs.js';
 
 export interface Probe {
   requests: number;
@@ -24,8 +25,7 @@ export function probe(url: string, ratePerS: number, durationS: number): Promise
       if (Date.now() < stopAt || outstanding > 0) return;
       agent.destroy();
       latencies.sort((a, b) => a - b);
-      const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.max(0, Math.ceil(p * latencies.length) - 1))] ?? NaN;
-      resolve({ requests: latencies.length, errors, p50Ms: pct(0.5), p99Ms: pct(0.99), maxMs: latencies[latencies.length - 1] ?? NaN, statuses, etags });
+      resolve({ requests: latencies.length, errors, p50Ms: quantile(latencies, 0.5), p99Ms: quantile(latencies, 0.99), maxMs: latencies[latencies.length - 1] ?? NaN, statuses, etags });
     };
     const fire = () => {
       outstanding += 1;

@@ -154,6 +154,11 @@ export function sampleRss(pid: number, intervalMs = 100): { stop(): { peak: numb
   };
 }
 
+/** The value at quantile q (0-1) of ascending values, by nearest rank (p99 of 1,000 values: the 990th). */
+export function quantile(sorted: number[], q: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
+}
+
 export function median(values: number[]): number {
   const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
   if (sorted.length === 0) return NaN;

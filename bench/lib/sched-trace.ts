@@ -3,14 +3,9 @@
 // runs the thread), grouped by what was running on the CPU the thread was woken onto; and how long the threads
 // of each group ran before they were switched out. bench/run.ts (section 3c) and bench/ab.ts's "sched" option use it.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { sleep } from './procs.js';
-
-/** The value at quantile q of sorted values (nearest rank), as the probe computes its p99. */
-function quantile(sorted: number[], q: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? NaN;
-}
+import { quantile, sleep, threadTimes } from './procs.js';
 
 /** All CPUs' time counters of /proc/stat (ticks; guest time is already in user and nice): [total, steal]. */
 function cpuTicks(): [number, number] {
@@ -22,7 +17,7 @@ function cpuTicks(): [number, number] {
  * Starts counting the CPU time the hypervisor took from this virtual machine (steal, /proc/stat); the returned
  * function gives it as a share of all CPU time since. 0 on bare metal; undefined without /proc.
  */
-export function stealMeter(): () => number | undefined {
+function stealMeter(): () => number | undefined {
   let start: [number, number];
   try {
     start = cpuTicks();
@@ -45,7 +40,7 @@ export function schedTraceAvailable(): boolean {
   return r.status === 0;
 }
 
-export interface SchedRecording {
+interface SchedRecording {
   /** Stops recording; resolves once perf has written its file, rejects when perf failed. */
   stop(): Promise<void>;
 }
@@ -57,7 +52,7 @@ process.on('exit', () => {
 });
 
 /** Records the scheduler events of all CPUs to `file` until stopped; rejects when perf does not start. */
-export async function startSchedRecord(file: string): Promise<SchedRecording> {
+async function startSchedRecord(file: string): Promise<SchedRecording> {
   rmSync(file, { force: true });
   rmSync(`${file}.old`, { force: true });
   const perf = spawn('perf', ['sched', 'record', '-q', '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -87,6 +82,21 @@ export async function startSchedRecord(file: string): Promise<SchedRecording> {
   }
   await sleep(100);
   return { stop };
+}
+
+/**
+ * Runs `measure` (a latency probe) with the host's steal time counted and, given `traceFile`, under
+ * `perf sched record`, which is stopped whatever happens.
+ */
+export async function observe<T>(measure: () => Promise<T>, traceFile?: string): Promise<{ result: T; steal: number | undefined }> {
+  const recording = traceFile ? await startSchedRecord(traceFile) : undefined;
+  try {
+    const steal = stealMeter();
+    const result = await measure();
+    return { result, steal: steal() };
+  } finally {
+    await recording?.stop();
+  }
 }
 
 export interface Task {
@@ -130,16 +140,8 @@ export function serviceSched(files: string[], servicePid: number): Promise<Sched
     return 'other (perf included)';
   };
   const watch = (t: Task) => (t.comm === 'jwks-public' && t.pid === servicePid ? 'jwks-public' : t.tid === process.pid ? 'probe' : undefined);
-  return summarizeSched(files, classify, watch, threadsOf(servicePid));
-}
-
-/** A running process's threads (their process id is known before they show in the trace). */
-function threadsOf(pid: number): Map<number, number> {
-  try {
-    return new Map(readdirSync(`/proc/${pid}/task`).map((tid) => [Number(tid), pid]));
-  } catch {
-    return new Map();
-  }
+  // The service's threads, so that each is classified from its first event (not only once it has run).
+  return summarizeSched(files, classify, watch, new Map([...threadTimes(servicePid).keys()].map((tid) => [tid, servicePid])));
 }
 
 /**
